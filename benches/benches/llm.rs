@@ -1,0 +1,429 @@
+//! LLM and activation-memory benchmark.
+//!
+//! ```sh
+//! cargo bench -p memkern-benches --bench llm                    # CPU (flex)
+//! cargo bench -p memkern-benches --bench llm --features wgpu    # + wgpu if an adapter exists
+//! LLAMA_CPP_BENCH=/path/to/llama-bench cargo bench -p memkern-benches --bench llm
+//! ```
+//!
+//! Prints, per backend: model load time; prefill tok/s at 128 and 512
+//! tokens; decode tok/s; time-to-first-token for a ~1000-token memory
+//! prefix plus a ~20-token question, cold (prefill everything) against warm
+//! (read the prefix's KV snapshot from a file, restore it, prefill the
+//! question), with snapshot sizes and read times for f32/f16/q8 and the
+//! warm/cold ratios; the quality effect of f16/q8 storage; a breakdown of
+//! where decode and prefill time goes; peak RSS. With `LLAMA_CPP_BENCH`
+//! pointing at llama.cpp's `llama-bench`, it runs it on the same GGUF with
+//! the same thread count in the same run and prints our/llama.cpp ratios.
+//!
+//! Environment: `MEMKERN_BENCH_BACKENDS=cpu,wgpu` chooses backends;
+//! `MEMKERN_MODEL_DIR` the model cache. Text comes from LoCoMo conversation
+//! 26 (`../shared/data/locomo/26.json`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use memkern_core::cube::KvDtype;
+use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
+use memkern_models::llama::{Backend, KvCache, Logits};
+use memkern_models::sampling::argmax;
+use memkern_models::tokenizer::ChatMessage;
+use memkern_models::{Llm, Sampler, Snapshot, SnapshotOptions};
+use serde_json::Value;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// LoCoMo conversation 26 as "Speaker: text" lines.
+fn locomo_lines() -> Result<Vec<String>> {
+    let path = shared_dir().join("data/locomo/26.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut lines = Vec::new();
+    for i in 1..=40 {
+        if let Some(turns) = v.get(format!("session_{i}")).and_then(Value::as_array) {
+            for t in turns {
+                if let (Some(s), Some(x)) = (t["speaker"].as_str(), t["text"].as_str()) {
+                    lines.push(format!("{s}: {x}"));
+                }
+            }
+        }
+    }
+    Ok(lines)
+}
+
+struct Workload {
+    /// Plain dialogue tokens for the prefill measurements.
+    text: Vec<u32>,
+    /// ChatML system turn with ~1000 tokens of memory.
+    memory: Vec<u32>,
+    /// ChatML user turn + assistant header (~20 tokens).
+    query: Vec<u32>,
+}
+
+fn workload(llm: &Llm) -> Result<Workload> {
+    let tok = llm.tokenizer();
+    let lines = locomo_lines()?;
+    let text = tok.encode_literal(&lines.join("\n"))?;
+    let mut memory_text = String::from("Memories of earlier conversations:\n");
+    let mut memory = Vec::new();
+    for l in &lines {
+        let mut next = memory_text.clone();
+        next.push_str(l);
+        next.push('\n');
+        let ids = tok.encode_chat(&[ChatMessage::system(next.clone())], false)?;
+        if ids.len() > 1000 {
+            break;
+        }
+        memory_text = next;
+        memory = ids;
+    }
+    let query = tok.encode_chat(
+        &[ChatMessage::user("What did Caroline research after the support group?")],
+        true,
+    )?;
+    Ok(Workload {
+        text,
+        memory,
+        query,
+    })
+}
+
+struct Sizes {
+    prefill: Vec<usize>,
+    decode: usize,
+    repeats: usize,
+}
+
+fn sizes(backend: Backend) -> Sizes {
+    match backend {
+        Backend::Cpu => Sizes {
+            prefill: vec![128, 512],
+            decode: 64,
+            repeats: 3,
+        },
+        // Software Vulkan (lavapipe) is slow: fewer tokens, one run.
+        Backend::Wgpu => Sizes {
+            prefill: vec![128, 512],
+            decode: 16,
+            repeats: 1,
+        },
+    }
+}
+
+#[derive(Default)]
+struct Measured {
+    prefill_tps: Vec<(usize, f64)>,
+    decode_tps: f64,
+}
+
+fn bench_backend(backend: Backend, gguf: &Path, dir: &Path) -> Result<Measured> {
+    println!("\n## backend: {backend}\n");
+    let t = Instant::now();
+    let llm = Llm::load(gguf, backend)?;
+    println!("model load: {:.0} ms (dequantise to f32, tokenizer, fingerprint)", ms(t.elapsed()));
+    let w = workload(&llm)?;
+    let sz = sizes(backend);
+    let mut m = Measured::default();
+
+    // Warm-up: thread pools, allocator, shader compilation on wgpu.
+    for &n in &sz.prefill {
+        llm.session().prefill(&w.text[..n])?;
+    }
+
+    println!("\n| prefill tokens | time (ms, median of {}) | tok/s |", sz.repeats);
+    println!("|---:|---:|---:|");
+    for &n in &sz.prefill {
+        let runs: Vec<f64> = (0..sz.repeats)
+            .map(|_| {
+                let mut s = llm.session();
+                let t = Instant::now();
+                s.prefill(&w.text[..n]).map(|_| ms(t.elapsed()))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let t = median(runs);
+        let tps = n as f64 / (t / 1e3);
+        println!("| {n} | {t:.1} | {tps:.1} |");
+        m.prefill_tps.push((n, tps));
+    }
+
+    let mut s = llm.session();
+    s.prefill(&w.text[..128])?;
+    let mut sampler = Sampler::greedy();
+    s.step(&mut sampler)?; // warm-up step
+    let t = Instant::now();
+    for _ in 0..sz.decode {
+        s.step(&mut sampler)?;
+    }
+    let per = ms(t.elapsed()) / sz.decode as f64;
+    m.decode_tps = 1e3 / per;
+    println!(
+        "\ndecode: {:.1} tok/s ({per:.1} ms/token, {} greedy tokens after a 128-token prompt)",
+        m.decode_tps, sz.decode
+    );
+
+    ttft(&llm, &w, dir)?;
+    if backend == Backend::Cpu {
+        profile(&llm, &w)?;
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("\npeak RSS so far: {rss:.0} MiB");
+    }
+    Ok(m)
+}
+
+/// Cold vs warm time-to-first-token, snapshot sizes and read times, and
+/// the quality effect of the snapshot dtype.
+fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<()> {
+    let (mem, q) = (&w.memory, &w.query);
+    println!(
+        "\n### TTFT: {}-token memory prefix + {}-token question\n",
+        mem.len(),
+        q.len()
+    );
+    let prompt: Vec<u32> = mem.iter().chain(q).copied().collect();
+    let mut sampler = Sampler::greedy();
+
+    // Cold: prefill everything, sample the first token. Warm-up once.
+    llm.session().prefill(&prompt)?;
+    let mut cold_runs = Vec::new();
+    let mut cold_logits = Vec::new();
+    for _ in 0..2 {
+        let mut s = llm.session();
+        let t = Instant::now();
+        s.prefill(&prompt)?;
+        s.sample(&mut sampler)?;
+        cold_runs.push(ms(t.elapsed()));
+        cold_logits = s.logits().map(<[f32]>::to_vec).unwrap_or_default();
+    }
+    let cold = median(cold_runs);
+    println!("cold TTFT (prefill {} tokens): {cold:.1} ms\n", prompt.len());
+
+    // Build the memory snapshots once (not timed as TTFT).
+    let mut base = llm.session();
+    base.prefill(mem)?;
+    println!("| KV dtype | snapshot bytes | read+verify (ms) | restore (ms) | question prefill (ms) | warm TTFT (ms) | warm/cold |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut results = Vec::new();
+    for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Q8] {
+        let path = dir.join(format!("memory-{dtype:?}.mkv"));
+        let snap = base.snapshot(0..mem.len(), SnapshotOptions { dtype, include_logits: false })?;
+        snap.write(&path)?;
+        let size = snap.bytes().len();
+        drop(snap);
+        let mut best: Option<(f64, f64, f64, f64)> = None;
+        let mut logits = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut s = llm.session();
+            let t0 = Instant::now();
+            let snap = Snapshot::read(&path)?;
+            let t1 = Instant::now();
+            s.restore(&snap)?;
+            let t2 = Instant::now();
+            s.prefill(q)?;
+            let first = s.sample(&mut sampler)?;
+            let t3 = Instant::now();
+            let total = ms(t3 - t0);
+            if best.is_none_or(|b| total < b.3) {
+                best = Some((ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), total));
+            }
+            logits = s.logits().map(<[f32]>::to_vec).unwrap_or_default();
+            ids = vec![first];
+        }
+        let (read, restore, prefill, total) = best.unwrap_or_default();
+        println!(
+            "| {dtype:?} | {size} | {read:.1} | {restore:.1} | {prefill:.1} | {total:.1} | {:.2} % |",
+            100.0 * total / cold
+        );
+        // Continue greedily for the quality comparison.
+        let mut s = llm.session();
+        s.restore(&Snapshot::read(&path)?)?;
+        s.prefill(q)?;
+        ids.clear();
+        for _ in 0..32 {
+            ids.push(s.step(&mut sampler)?);
+        }
+        results.push((dtype, logits, ids));
+    }
+
+    // Quality: each dtype against the exact (f32) restore, and f32 against
+    // the one-batch cold prefill.
+    println!("\n| KV dtype | max abs logit diff vs f32 | greedy agreement vs f32 (32 tokens) |");
+    println!("|---|---:|---:|");
+    let (_, ref_logits, ref_ids) = &results[0];
+    for (dtype, logits, ids) in &results {
+        let diff = logits
+            .iter()
+            .zip(ref_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let agree = ids.iter().zip(ref_ids).take_while(|(a, b)| a == b).count();
+        println!("| {dtype:?} | {diff:.4} | {agree}/32 |");
+    }
+    let diff = cold_logits
+        .iter()
+        .zip(ref_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!(
+        "\nf32 restore + question vs one-batch cold prefill: max |Δlogit| {diff:.2e}, same first token: {}",
+        argmax(&cold_logits) == argmax(ref_logits)
+    );
+    Ok(())
+}
+
+/// Where the time goes on the CPU: the seven projections of all layers
+/// and the LM head, timed alone with the model's own weights, against a
+/// whole decode step and a whole 512-token prefill.
+fn profile(llm: &Llm, w: &Workload) -> Result<()> {
+    use burn::tensor::{Tensor, TensorData};
+    let model = llm.model();
+    let c = llm.config();
+    println!("\n### CPU profile\n");
+    println!("| phase | rows | projections (ms) | LM head (ms) | whole forward (ms) | rest: attention, norms, RoPE, glue (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for rows in [1usize, 512] {
+        let x = |d: usize| {
+            let v: Vec<f32> = (0..rows * d).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+            Tensor::<2>::from_data(TensorData::new(v, [rows, d]), llm.device())
+        };
+        let (xh, xf, xq) = (x(c.hidden), x(c.ffn), x(c.heads * c.head_dim));
+        let reps = if rows == 1 { 20 } else { 2 };
+        let t = Instant::now();
+        for _ in 0..reps {
+            for b in &model.blocks {
+                let a = &b.attn;
+                for out in [
+                    a.q.forward(xh.clone()),
+                    a.k.forward(xh.clone()),
+                    a.v.forward(xh.clone()),
+                    a.o.forward(xq.clone()),
+                    b.mlp.gate.forward(xh.clone()),
+                    b.mlp.up.forward(xh.clone()),
+                    b.mlp.down.forward(xf.clone()),
+                ] {
+                    let _ = out.into_data();
+                }
+            }
+        }
+        let proj = ms(t.elapsed()) / reps as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let last = xh.clone().slice([0..1, 0..c.hidden]);
+            let _ = last.matmul(model.token_embd.val().transpose()).into_data();
+        }
+        let head = ms(t.elapsed()) / reps as f64;
+        // The whole forward at the same size (KV cache empty for prefill,
+        // 128 cached tokens for decode).
+        let mut cache = KvCache::new(c, llm.device());
+        let whole = if rows == 1 {
+            model.forward(&w.text[..128], &mut cache, Logits::Last)?;
+            let t = Instant::now();
+            for i in 0..reps {
+                let _ = model.forward(&w.text[128 + i..129 + i], &mut cache, Logits::Last)?.into_data();
+            }
+            ms(t.elapsed()) / reps as f64
+        } else {
+            let t = Instant::now();
+            let _ = model.forward(&w.text[..rows], &mut cache, Logits::Last)?.into_data();
+            ms(t.elapsed())
+        };
+        println!(
+            "| {} | {rows} | {proj:.1} | {head:.1} | {whole:.1} | {:.1} |",
+            if rows == 1 { "decode" } else { "prefill" },
+            (whole - proj - head).max(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// Runs llama.cpp's `llama-bench` on the same file and thread count.
+fn llama_cpp(bin: &str, gguf: &Path, threads: usize, ours: &Measured) -> Result<()> {
+    println!("\n## llama.cpp ({bin}, {threads} threads)\n");
+    let out = Command::new(bin)
+        .args(["-m", &gguf.to_string_lossy(), "-p", "128,512", "-n", "64", "-t"])
+        .arg(threads.to_string())
+        .args(["-r", "3", "-o", "json"])
+        .output()?;
+    if !out.status.success() {
+        println!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    println!("| test | llama.cpp tok/s | ours tok/s | ours / llama.cpp |");
+    println!("|---|---:|---:|---:|");
+    for r in v.as_array().into_iter().flatten() {
+        let (np, ng) = (r["n_prompt"].as_u64().unwrap_or(0), r["n_gen"].as_u64().unwrap_or(0));
+        let theirs = r["avg_ts"].as_f64().unwrap_or(0.0);
+        let (name, mine) = if ng > 0 {
+            (format!("tg{ng}"), ours.decode_tps)
+        } else {
+            let mine = ours
+                .prefill_tps
+                .iter()
+                .find(|(n, _)| *n as u64 == np)
+                .map_or(0.0, |p| p.1);
+            (format!("pp{np}"), mine)
+        };
+        println!("| {name} | {theirs:.1} | {mine:.1} | {:.2} |", mine / theirs);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("# memkern LLM benchmark (SmolLM2-135M-Instruct Q4_1, {threads} CPU threads)");
+    let files = ModelCache::from_env()?.ensure(&SMOLLM2_135M_Q4_1)?;
+    let gguf = files.gguf().ok_or("no gguf")?.to_path_buf();
+    let dir = std::env::temp_dir().join(format!("memkern-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    let wanted = std::env::var("MEMKERN_BENCH_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    let mut cpu = None;
+    for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let backend: Backend = name.parse()?;
+        if !backend.compiled() {
+            println!("\n({backend}: not compiled in; build with --features {backend})");
+            continue;
+        }
+        if let Err(e) = backend.device() {
+            println!("\n({backend}: skipped, {e})");
+            continue;
+        }
+        let m = bench_backend(backend, &gguf, &dir)?;
+        if backend == Backend::Cpu {
+            cpu = Some(m);
+        }
+    }
+    if let (Ok(bin), Some(m)) = (std::env::var("LLAMA_CPP_BENCH"), &cpu) {
+        llama_cpp(&bin, &gguf, threads, m)?;
+    } else {
+        println!("\n(LLAMA_CPP_BENCH not set: no llama.cpp comparison in this run)");
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("\npeak RSS: {rss:.0} MiB");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

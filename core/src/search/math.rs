@@ -1,0 +1,84 @@
+//! The one transcendental function search needs, without `std` or `libm`.
+//!
+//! BM25's inverse document frequency needs a natural logarithm; `core` has
+//! none, and pulling a math crate into the MCU build for one function is not
+//! worth it. Computed in `f64` so the result is exact to `f32` precision.
+
+/// ln 2.
+const LN_2: f64 = core::f64::consts::LN_2;
+
+/// Natural logarithm of `x`: `NaN` for negative or NaN input, `-∞` for zero,
+/// `+∞` for `+∞`. Relative error below 1e-15 on normal inputs.
+pub(crate) fn ln(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_infinite() {
+        return f64::INFINITY;
+    }
+    let (mut bits, mut exp_adjust) = (x.to_bits(), 0i64);
+    if bits >> 52 == 0 {
+        // Subnormal: scale into the normal range by 2^54.
+        bits = (x * f64::from_bits(0x4350_0000_0000_0000)).to_bits();
+        exp_adjust = -54;
+    }
+    // The biased exponent has 11 bits, so the cast is lossless.
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023 + exp_adjust;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if m > core::f64::consts::SQRT_2 {
+        m /= 2.0;
+        e += 1;
+    }
+    // ln m = 2·atanh(z), z = (m−1)/(m+1), |z| ≤ 0.172: the series converges fast.
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let mut term = z;
+    let mut sum = 0.0;
+    let mut k = 1.0;
+    for _ in 0..12 {
+        sum += term / k;
+        term *= z2;
+        k += 2.0;
+    }
+    2.0 * sum + e as f64 * LN_2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ln;
+
+    #[test]
+    fn matches_std() {
+        for &x in &[
+            1e-310,
+            1e-300,
+            1e-9,
+            0.001,
+            0.3,
+            0.5,
+            0.7071,
+            1.0,
+            1.5,
+            2.0,
+            2.718281828,
+            10.0,
+            123.456,
+            1e6,
+            3.3e17,
+            1e300,
+        ] {
+            let (got, want) = (ln(x), x.ln());
+            assert!(
+                (got - want).abs() <= 1e-14 * want.abs().max(1.0),
+                "{x}: {got} vs {want}"
+            );
+        }
+        assert!(ln(-1.0).is_nan());
+        assert!(ln(f64::NAN).is_nan());
+        assert_eq!(ln(0.0), f64::NEG_INFINITY);
+        assert_eq!(ln(f64::INFINITY), f64::INFINITY);
+    }
+}

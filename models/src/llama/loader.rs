@@ -1,0 +1,152 @@
+//! Loading a [`Llama`] from a GGUF file: names, shapes, dequantisation.
+//!
+//! Kept apart from the model definition (as burn does) so the model reads
+//! like the architecture and the file format stays here.
+
+use burn::module::Param;
+use burn::nn::{Linear, RmsNorm};
+use burn::tensor::{Device, Tensor, TensorData};
+use tracing::debug;
+
+use super::config::LlamaConfig;
+use super::error::LlmError;
+use super::model::{Attention, Block, Llama, Mlp};
+use super::rope::Rope;
+use crate::gguf::{GgufFile, LlamaParams, TensorView};
+
+/// Reads the hyper-parameters of a GGUF `llama` model.
+pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, LlmError> {
+    LlamaConfig::from_params(&LlamaParams::from_gguf(gguf)?)
+}
+
+/// Builds a [`Llama`] on `device` from a GGUF file.
+///
+/// Every matrix is dequantised to f32 (GGUF Q4_1's `q·d + m` has no burn
+/// quantisation equivalent) and kept in the file's `[out, in]` row order;
+/// burn's [`Linear`] receives the transposed view `[in, out]`, which
+/// burn's matmuls read through strides without a copy. Fails with a typed
+/// error for a missing tensor, a wrong shape or an unsupported type.
+pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result<Llama, LlmError> {
+    let config = llama_config(gguf)?;
+    let c = &config;
+    let loader = Loader { gguf, device };
+    let token_embd = loader.matrix("token_embd.weight", c.vocab, c.hidden)?;
+    let output = if gguf.tensor_info("output.weight").is_ok() {
+        Some(Param::from_tensor(loader.matrix("output.weight", c.vocab, c.hidden)?))
+    } else {
+        None
+    };
+    let mut blocks = Vec::with_capacity(c.layers);
+    for i in 0..c.layers {
+        let name = |t: &str| format!("blk.{i}.{t}.weight");
+        let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_dim());
+        blocks.push(Block {
+            attn_norm: loader.norm(&name("attn_norm"), c)?,
+            attn: Attention {
+                q: loader.linear(&name("attn_q"), c.hidden, q_dim)?,
+                k: loader.linear(&name("attn_k"), c.hidden, kv_dim)?,
+                v: loader.linear(&name("attn_v"), c.hidden, kv_dim)?,
+                o: loader.linear(&name("attn_output"), q_dim, c.hidden)?,
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+            },
+            ffn_norm: loader.norm(&name("ffn_norm"), c)?,
+            mlp: Mlp {
+                gate: loader.linear(&name("ffn_gate"), c.hidden, c.ffn)?,
+                up: loader.linear(&name("ffn_up"), c.hidden, c.ffn)?,
+                down: loader.linear(&name("ffn_down"), c.ffn, c.hidden)?,
+            },
+        });
+    }
+    let norm = loader.norm("output_norm.weight", c)?;
+    let rope = Rope::new(c.head_dim, c.context, c.rope_theta, device);
+    debug!(layers = c.layers, tied = output.is_none(), "llama weights loaded");
+    Ok(Llama {
+        token_embd: Param::from_tensor(token_embd),
+        output,
+        blocks,
+        norm,
+        rope,
+        config,
+    })
+}
+
+struct Loader<'a, D> {
+    gguf: &'a GgufFile<D>,
+    device: &'a Device,
+}
+
+impl<D: AsRef<[u8]>> Loader<'_, D> {
+    fn view(&self, name: &str, expected: &[u64]) -> Result<TensorView<'_>, LlmError> {
+        let view = self.gguf.tensor(name)?;
+        if view.dims() != expected {
+            return Err(LlmError::TensorShape {
+                name: name.to_owned(),
+                expected: expected.to_vec(),
+                found: view.dims().to_vec(),
+            });
+        }
+        if !view.ty().can_dequantize() {
+            return Err(LlmError::TensorType {
+                name: name.to_owned(),
+                ty: view.ty(),
+            });
+        }
+        Ok(view)
+    }
+
+    /// A `[rows, cols]` matrix (GGUF dims `[cols, rows]`) as f32.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>, LlmError> {
+        let view = self.view(name, &[cols as u64, rows as u64])?;
+        let data = dequantize_rows(&view, rows, cols)?;
+        Ok(Tensor::from_data(TensorData::new(data, [rows, cols]), self.device))
+    }
+
+    fn linear(&self, name: &str, d_in: usize, d_out: usize) -> Result<Linear, LlmError> {
+        let w = self.matrix(name, d_out, d_in)?;
+        Ok(Linear {
+            weight: Param::from_tensor(w.transpose()),
+            bias: None,
+        })
+    }
+
+    fn norm(&self, name: &str, c: &LlamaConfig) -> Result<RmsNorm, LlmError> {
+        let view = self.view(name, &[c.hidden as u64])?;
+        let gamma = view.to_f32_vec()?;
+        Ok(RmsNorm {
+            gamma: Param::from_tensor(Tensor::from_data(
+                TensorData::new(gamma, [c.hidden]),
+                self.device,
+            )),
+            epsilon: f64::from(c.rms_eps),
+        })
+    }
+}
+
+/// Dequantises all rows of `view` into one `rows × cols` buffer, spreading
+/// the rows over the available cores.
+fn dequantize_rows(view: &TensorView<'_>, rows: usize, cols: usize) -> Result<Vec<f32>, LlmError> {
+    let mut out = vec![0f32; rows * cols];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    let rows_per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(rows_per * cols)
+            .enumerate()
+            .map(|(chunk, buf)| {
+                s.spawn(move || {
+                    for (i, row) in buf.chunks_mut(cols).enumerate() {
+                        view.dequantize_row((chunk * rows_per + i) as u64, row)?;
+                    }
+                    Ok::<(), LlmError>(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| LlmError::Backend("a dequantisation thread panicked".into()))?
+        })
+    })?;
+    Ok(out)
+}

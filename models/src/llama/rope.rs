@@ -1,0 +1,81 @@
+//! Rotary position embedding (RoPE) with precomputed cos/sin tables.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Rotary position embedding over adjacent pairs `(x[2i], x[2i+1])`.
+///
+/// Exists as its own module (rather than burn's `RotaryEncoding`) so that
+/// positions are absolute and checked by the caller, and the rotation is two
+/// multiplies and an add per pair instead of a small matmul. GGUF `llama`
+/// q/k weights are stored permuted for exactly this adjacent-pair layout
+/// (llama.cpp's `LLAMA_ROPE_TYPE_NORM`):
+///
+/// `θ_i = p · base^(-2i/d)`, `(x₀, x₁) ↦ (x₀ cos θ_i − x₁ sin θ_i, x₀ sin θ_i + x₁ cos θ_i)`.
+#[derive(Module, Debug)]
+pub struct Rope {
+    /// `cos θ_i(p)`, shape `[positions, head_dim / 2]`.
+    cos: Tensor<2>,
+    /// `sin θ_i(p)`, shape `[positions, head_dim / 2]`.
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    /// Tables for positions `0..positions` of heads of `head_dim` values
+    /// (even, checked by [`super::LlamaConfig::validate`]).
+    pub fn new(head_dim: usize, positions: usize, theta: f32, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        // Angles in f64: exact enough that position 8191 still rotates to
+        // within f32 rounding of the true angle.
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        for p in 0..positions {
+            for f in &freqs {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [positions, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [positions, half]), device),
+        }
+    }
+
+    /// Number of positions the tables cover.
+    pub fn positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates `x` of shape `[heads, seq, head_dim]` whose rows sit at
+    /// absolute positions `start..start + seq`. The caller guarantees
+    /// `start + seq <= self.positions()`.
+    pub fn apply(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
+        let [heads, seq, dim] = x.dims();
+        let half = dim / 2;
+        let pairs = x.reshape([heads, seq, half, 2]);
+        let x0 = pairs
+            .clone()
+            .slice([0..heads, 0..seq, 0..half, 0..1])
+            .reshape([heads, seq, half]);
+        let x1 = pairs
+            .slice([0..heads, 0..seq, 0..half, 1..2])
+            .reshape([heads, seq, half]);
+        let cos = self
+            .cos
+            .clone()
+            .slice([start..start + seq, 0..half])
+            .unsqueeze::<3>();
+        let sin = self
+            .sin
+            .clone()
+            .slice([start..start + seq, 0..half])
+            .unsqueeze::<3>();
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::stack::<4>(vec![r0, r1], 3).reshape([heads, seq, dim])
+    }
+}

@@ -1,0 +1,164 @@
+//! The `memkern` command line: one [`Command`] variant per subcommand.
+//!
+//! It exists apart from the command implementations (`commands/`) so that
+//! adding a subcommand is one variant here and one file there.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// memkern: a memory runtime for on-device LLM assistants.
+#[derive(Parser, Debug)]
+#[command(
+    name = "memkern",
+    version,
+    about = "memkern: a memory runtime for on-device LLM assistants",
+    long_about = "memkern: a memory runtime for on-device LLM assistants.\n\n\
+                  Logging goes to standard error and is set with RUST_LOG \
+                  (e.g. RUST_LOG=memkern=debug). On error the command prints one \
+                  'error: …' line and exits with status 1."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure retrieval quality and speed on benchmark data.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Generate text with the on-device LLM, streaming tokens to stdout.
+    Generate(GenerateArgs),
+    /// Activation memory: KV-cache snapshots of a text prefix.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `memkern eval …`: the benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// LoCoMo evidence recall@k per question category, with BM25-only and
+    /// dense-only baselines beside the tuned rankers, ingest rate and query
+    /// latency.
+    Locomo(LocomoArgs),
+}
+
+/// Arguments of `memkern eval locomo`.
+#[derive(Args, Debug)]
+pub struct LocomoArgs {
+    /// Directory of LoCoMo conversation files (`*.json`, one conversation each).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// The k of recall@k, comma-separated.
+    #[arg(long, value_name = "K,...", value_delimiter = ',', default_value = "1,5,10,20",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub k: Vec<u32>,
+    /// Only these conversations (file stems, comma-separated), e.g. 26,30.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    pub conversations: Option<Vec<String>>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which model and backend the LLM commands use.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// A GGUF model file (default: SmolLM2-135M-Instruct Q4_1, fetched into
+    /// the model cache on first use; MEMKERN_MODEL_DIR overrides the cache).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Where the model runs: cpu (burn flex) or wgpu (needs the `wgpu` build
+    /// feature).
+    #[arg(long, value_name = "cpu|wgpu", default_value = "cpu")]
+    pub backend: String,
+}
+
+/// Arguments of `memkern generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The prompt text (special tokens such as <|im_start|> are parsed
+    /// unless --chat is given).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// Wrap the prompt as a ChatML user turn followed by the assistant's
+    /// turn header.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before the user turn.
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    pub system: Option<String>,
+    /// Most tokens to generate (generation also stops at an end token).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Greedy decoding (the default unless --temperature is above 0).
+    #[arg(long, conflicts_with = "temperature")]
+    pub greedy: bool,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Keep only the K most likely tokens when sampling (0 = all).
+    #[arg(long, value_name = "K", default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Repetition penalty over the last 64 tokens (1 = off).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Seed of the sampler.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Restore this KV snapshot (from `memkern snapshot save`) before the
+    /// prompt: activation memory instead of prefilling the memory text.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Print one JSON object (prompt ids, generated ids, text, timings)
+    /// instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `memkern snapshot …`: activation memory.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Prefill a text prefix and save its KV cache to a file (atomically).
+    Save(SnapshotSaveArgs),
+    /// Validate a snapshot file and print its identity as JSON.
+    Info(SnapshotInfoArgs),
+}
+
+/// Arguments of `memkern snapshot save`.
+#[derive(Args, Debug)]
+pub struct SnapshotSaveArgs {
+    /// The memory text whose KV cache is saved.
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: String,
+    /// Where to write the snapshot.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Wrap the prefix as a ChatML system turn (to pair with
+    /// `generate --chat`).
+    #[arg(long)]
+    pub chat: bool,
+    /// Element type of the stored cache: f32 (exact), f16 or q8.
+    #[arg(long, value_name = "f32|f16|q8", default_value = "f16")]
+    pub dtype: String,
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Arguments of `memkern snapshot info`.
+#[derive(Args, Debug)]
+pub struct SnapshotInfoArgs {
+    /// The snapshot file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}

@@ -1,0 +1,9 @@
+//! Benchmarks of memkern's retrieval: quality on public data sets, and
+//! speed.
+//!
+//! It exists so that every retrieval change is judged by numbers that carry
+//! their baselines: each report puts BM25-only and dense-only beside the
+//! hybrid ranker.
+
+pub mod locomo;
+pub mod stats;

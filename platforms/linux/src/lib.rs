@@ -1,0 +1,16 @@
+//! memkern on Linux: the pieces of the `memkern` command that benches and
+//! tests call directly.
+//!
+//! It exists so that an evaluation is a library call, not a subprocess: the
+//! CLI (`src/main.rs`, `src/cli.rs`, `src/commands/`) is a thin shell over
+//! this crate.
+//!
+//! - [`embed`]: the [`embed::DenseEmbedder`] seam that sentence embedders
+//!   (MiniLM on tract, from `memkern-models`) plug into.
+//! - [`eval`]: benchmarks of retrieval quality and speed — LoCoMo evidence
+//!   recall ([`eval::locomo`]).
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::panic)]
+
+pub mod embed;
+pub mod eval;

@@ -1,0 +1,143 @@
+//! The `memkern` binary end to end: argument errors and bad data give one
+//! `error: …` line and exit status 1, never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn memkern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memkern"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs")
+}
+
+/// Bad input: exit status 1 and exactly one line on stderr.
+fn refused(args: &[&str]) -> String {
+    let out = memkern(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    err
+}
+
+/// A fresh temporary directory (removed by the caller's `remove_dir_all`).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memkern-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn missing_data_directory() {
+    let err = refused(&["eval", "locomo", "--data", "/nonexistent/memkern/locomo"]);
+    assert!(err.contains("/nonexistent/memkern/locomo"), "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn empty_data_directory() {
+    let dir = temp_dir("empty");
+    let err = refused(&["eval", "locomo", "--data", dir.to_str().expect("utf-8")]);
+    assert!(err.contains("no LoCoMo conversation"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_json() {
+    let dir = temp_dir("malformed");
+    std::fs::write(dir.join("99.json"), b"{\"speaker_a\": \"A\", ").expect("write");
+    let err = refused(&["eval", "locomo", "--data", dir.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("99.json is not a LoCoMo conversation"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 1"),
+        "the parser's position is kept: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn valid_json_of_the_wrong_shape() {
+    let dir = temp_dir("shape");
+    let conv = r#"{"speaker_a": "A", "speaker_b": "B", "qa": [],
+        "session_1": [{"speaker": "A", "dia_id": "D1:1", "text": "hi"}],
+        "session_1_date_time": "sometime"}"#;
+    std::fs::write(dir.join("7.json"), conv).expect("write");
+    let err = refused(&["eval", "locomo", "--data", dir.to_str().expect("utf-8")]);
+    assert!(err.contains("session_1_date_time"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_conversation() {
+    let dir = temp_dir("unknown");
+    let err = refused(&[
+        "eval",
+        "locomo",
+        "--data",
+        dir.to_str().expect("utf-8"),
+        "--conversations",
+        "12345",
+    ]);
+    assert!(err.contains("\"12345\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiny_conversation_runs_and_prints_json() {
+    let dir = temp_dir("tiny");
+    let conv = r#"{"speaker_a": "Ann", "speaker_b": "Bob",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [
+            {"speaker": "Ann", "dia_id": "D1:1", "text": "I adopted a puppy yesterday!"},
+            {"speaker": "Bob", "dia_id": "D1:2", "text": "Wow, what is its name?"},
+            {"speaker": "Ann", "dia_id": "D1:3", "text": "Biscuit.", "blip_caption": "a photo of a small dog"}
+        ],
+        "qa": [
+            {"question": "When did Ann adopt a puppy?", "answer": "7 May 2023", "evidence": ["D1:1"], "category": 2},
+            {"question": "What is the name of Ann's dog?", "answer": "Biscuit", "evidence": ["D1:3"], "category": 4},
+            {"question": "What did Bob adopt?", "adversarial_answer": "a puppy", "evidence": [], "category": 5}
+        ]}"#;
+    std::fs::write(dir.join("1.json"), conv).expect("write");
+    let out = memkern(&[
+        "eval",
+        "locomo",
+        "--data",
+        dir.to_str().expect("utf-8"),
+        "--json",
+        "--k",
+        "1,2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["questions"], 2);
+    assert_eq!(v["ingest"]["memories"], 3);
+    assert_eq!(v["ks"], serde_json::json!([1, 2]));
+    let bm25 = &v["methods"][0];
+    assert_eq!(bm25["name"], "bm25");
+    let overall = bm25["recall"]
+        .as_array()
+        .expect("rows")
+        .last()
+        .expect("overall")
+        .clone();
+    assert_eq!(overall["category"], "overall");
+    assert_eq!(overall["recall_at"]["2"], 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_k_is_a_usage_error() {
+    let out = memkern(&["eval", "locomo", "--data", ".", "--k", "0"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage errors exit 2");
+}

@@ -1,0 +1,3 @@
+//! `memkern-convert`: model converters (work in progress).
+
+fn main() {}
