@@ -23,4 +23,10 @@ step "tests"
 cargo test -p memkern-core --lib
 cargo test --workspace
 
+# The LLM on burn's wgpu backend (Mesa's lavapipe software Vulkan driver
+# on CI machines, installed by .ci/run): llama.cpp agreement, 2 prompts x
+# 8 tokens. Same test profile as above; only burn's wgpu half is new.
+step "LLM on wgpu: llama.cpp agreement"
+cargo test -p memkern-models --features wgpu --test llama_agreement -- wgpu --nocapture
+
 step "all checks passed"

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use memkern_core::cube::KvDtype;
 use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
-use memkern_models::llama::{Backend, KvCache, Logits};
+use memkern_models::llama::{Backend, KvCache, Logits, Numerics};
 use memkern_models::sampling::argmax;
 use memkern_models::tokenizer::ChatMessage;
 use memkern_models::{Llm, Sampler, Snapshot, SnapshotOptions};
@@ -99,7 +99,9 @@ fn workload(llm: &Llm) -> Result<Workload> {
         memory = ids;
     }
     let query = tok.encode_chat(
-        &[ChatMessage::user("What did Caroline research after the support group?")],
+        &[ChatMessage::user(
+            "What did Caroline research after the support group?",
+        )],
         true,
     )?;
     Ok(Workload {
@@ -140,18 +142,43 @@ struct Measured {
 fn bench_backend(backend: Backend, gguf: &Path, dir: &Path) -> Result<Measured> {
     println!("\n## backend: {backend}\n");
     let t = Instant::now();
-    let llm = Llm::load(gguf, backend)?;
-    println!("model load: {:.0} ms (dequantise to f32, tokenizer, fingerprint)", ms(t.elapsed()));
+    let mut llm = Llm::load(gguf, backend)?;
+    println!(
+        "model load: {:.0} ms (GGUF map, dequantise to f32, tokenizer, fingerprint)",
+        ms(t.elapsed())
+    );
     let w = workload(&llm)?;
     let sz = sizes(backend);
-    let mut m = Measured::default();
+    let m = speed(&llm, &w, &sz)?;
+    ttft(&llm, &w, dir)?;
+    if backend == Backend::Cpu {
+        profile(&llm, &w)?;
+        // The same measurements with plain f32 arithmetic: the cost of
+        // llama.cpp-compatible rounding, and the q8 KV effect on a smooth
+        // forward pass.
+        llm.set_numerics(Numerics::F32);
+        println!("\n## backend: {backend}, F32 numerics\n");
+        speed(&llm, &w, &sz)?;
+        ttft(&llm, &w, dir)?;
+        profile(&llm, &w)?;
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("\npeak RSS so far: {rss:.0} MiB");
+    }
+    Ok(m)
+}
 
+/// Prefill tok/s at each size and decode tok/s.
+fn speed(llm: &Llm, w: &Workload, sz: &Sizes) -> Result<Measured> {
+    let mut m = Measured::default();
     // Warm-up: thread pools, allocator, shader compilation on wgpu.
     for &n in &sz.prefill {
         llm.session().prefill(&w.text[..n])?;
     }
-
-    println!("\n| prefill tokens | time (ms, median of {}) | tok/s |", sz.repeats);
+    println!(
+        "| prefill tokens | time (ms, median of {}) | tok/s |",
+        sz.repeats
+    );
     println!("|---:|---:|---:|");
     for &n in &sz.prefill {
         let runs: Vec<f64> = (0..sz.repeats)
@@ -166,7 +193,6 @@ fn bench_backend(backend: Backend, gguf: &Path, dir: &Path) -> Result<Measured> 
         println!("| {n} | {t:.1} | {tps:.1} |");
         m.prefill_tps.push((n, tps));
     }
-
     let mut s = llm.session();
     s.prefill(&w.text[..128])?;
     let mut sampler = Sampler::greedy();
@@ -181,14 +207,6 @@ fn bench_backend(backend: Backend, gguf: &Path, dir: &Path) -> Result<Measured> 
         "\ndecode: {:.1} tok/s ({per:.1} ms/token, {} greedy tokens after a 128-token prompt)",
         m.decode_tps, sz.decode
     );
-
-    ttft(&llm, &w, dir)?;
-    if backend == Backend::Cpu {
-        profile(&llm, &w)?;
-    }
-    if let Some(rss) = peak_rss_mib() {
-        println!("\npeak RSS so far: {rss:.0} MiB");
-    }
     Ok(m)
 }
 
@@ -217,17 +235,28 @@ fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<()> {
         cold_logits = s.logits().map(<[f32]>::to_vec).unwrap_or_default();
     }
     let cold = median(cold_runs);
-    println!("cold TTFT (prefill {} tokens): {cold:.1} ms\n", prompt.len());
+    println!(
+        "cold TTFT (prefill {} tokens): {cold:.1} ms\n",
+        prompt.len()
+    );
 
     // Build the memory snapshots once (not timed as TTFT).
     let mut base = llm.session();
     base.prefill(mem)?;
-    println!("| KV dtype | snapshot bytes | read+verify (ms) | restore (ms) | question prefill (ms) | warm TTFT (ms) | warm/cold |");
+    println!(
+        "| KV dtype | snapshot bytes | read+verify (ms) | restore (ms) | question prefill (ms) | warm TTFT (ms) | warm/cold |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut results = Vec::new();
     for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Q8] {
         let path = dir.join(format!("memory-{dtype:?}.mkv"));
-        let snap = base.snapshot(0..mem.len(), SnapshotOptions { dtype, include_logits: false })?;
+        let snap = base.snapshot(
+            0..mem.len(),
+            SnapshotOptions {
+                dtype,
+                include_logits: false,
+            },
+        )?;
         snap.write(&path)?;
         let size = snap.bytes().len();
         drop(snap);
@@ -293,35 +322,61 @@ fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Where the time goes on the CPU: the seven projections of all layers
-/// and the LM head, timed alone with the model's own weights, against a
-/// whole decode step and a whole 512-token prefill.
+/// Where the time goes on the CPU: rounding of matmul inputs to Q8
+/// blocks, the seven projections of all layers and the LM head, each timed
+/// alone with the model's own weights, against a whole decode step and a
+/// whole 512-token prefill.
 fn profile(llm: &Llm, w: &Workload) -> Result<()> {
     use burn::tensor::{Tensor, TensorData};
     let model = llm.model();
     let c = llm.config();
-    println!("\n### CPU profile\n");
-    println!("| phase | rows | projections (ms) | LM head (ms) | whole forward (ms) | rest: attention, norms, RoPE, glue (ms) |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    let nx = model.numerics;
+    println!("\n### CPU profile ({nx:?} numerics)\n");
+    println!(
+        "| phase | rows | input rounding (ms) | projections (ms) | LM head (ms) | whole forward (ms) | rest: attention, norms, RoPE, glue (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for rows in [1usize, 512] {
         let x = |d: usize| {
-            let v: Vec<f32> = (0..rows * d).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+            let v: Vec<f32> = (0..rows * d)
+                .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+                .collect();
             Tensor::<2>::from_data(TensorData::new(v, [rows, d]), llm.device())
         };
         let (xh, xf, xq) = (x(c.hidden), x(c.ffn), x(c.heads * c.head_dim));
         let reps = if rows == 1 { 20 } else { 2 };
+        // Four rounded inputs per layer: attention in, attention out, MLP
+        // in, MLP down-projection in.
+        let t = Instant::now();
+        let mut rounded = None;
+        for _ in 0..reps {
+            for _ in &model.blocks {
+                for input in [&xh, &xq, &xh, &xf] {
+                    let r = nx.quantize(input.clone());
+                    let _ = r.0.clone().into_data();
+                    rounded = Some(r);
+                }
+            }
+        }
+        let rounding = ms(t.elapsed()) / reps as f64;
+        drop(rounded);
+        let (qh, qf, qq) = (
+            nx.quantize(xh.clone()),
+            nx.quantize(xf.clone()),
+            nx.quantize(xq.clone()),
+        );
         let t = Instant::now();
         for _ in 0..reps {
             for b in &model.blocks {
                 let a = &b.attn;
                 for out in [
-                    a.q.forward(xh.clone()),
-                    a.k.forward(xh.clone()),
-                    a.v.forward(xh.clone()),
-                    a.o.forward(xq.clone()),
-                    b.mlp.gate.forward(xh.clone()),
-                    b.mlp.up.forward(xh.clone()),
-                    b.mlp.down.forward(xf.clone()),
+                    a.q.forward_quantized(&qh),
+                    a.k.forward_quantized(&qh),
+                    a.v.forward_quantized(&qh),
+                    a.o.forward_quantized(&qq),
+                    b.mlp.gate.forward_quantized(&qh),
+                    b.mlp.up.forward_quantized(&qh),
+                    b.mlp.down.forward_quantized(&qf),
                 ] {
                     let _ = out.into_data();
                 }
@@ -330,7 +385,7 @@ fn profile(llm: &Llm, w: &Workload) -> Result<()> {
         let proj = ms(t.elapsed()) / reps as f64;
         let t = Instant::now();
         for _ in 0..reps {
-            let last = xh.clone().slice([0..1, 0..c.hidden]);
+            let last = qh.0.clone().slice([0..1, 0..c.hidden]);
             let _ = last.matmul(model.token_embd.val().transpose()).into_data();
         }
         let head = ms(t.elapsed()) / reps as f64;
@@ -341,18 +396,22 @@ fn profile(llm: &Llm, w: &Workload) -> Result<()> {
             model.forward(&w.text[..128], &mut cache, Logits::Last)?;
             let t = Instant::now();
             for i in 0..reps {
-                let _ = model.forward(&w.text[128 + i..129 + i], &mut cache, Logits::Last)?.into_data();
+                let _ = model
+                    .forward(&w.text[128 + i..129 + i], &mut cache, Logits::Last)?
+                    .into_data();
             }
             ms(t.elapsed()) / reps as f64
         } else {
             let t = Instant::now();
-            let _ = model.forward(&w.text[..rows], &mut cache, Logits::Last)?.into_data();
+            let _ = model
+                .forward(&w.text[..rows], &mut cache, Logits::Last)?
+                .into_data();
             ms(t.elapsed())
         };
         println!(
-            "| {} | {rows} | {proj:.1} | {head:.1} | {whole:.1} | {:.1} |",
+            "| {} | {rows} | {rounding:.1} | {proj:.1} | {head:.1} | {whole:.1} | {:.1} |",
             if rows == 1 { "decode" } else { "prefill" },
-            (whole - proj - head).max(0.0)
+            (whole - proj - head - rounding).max(0.0)
         );
     }
     Ok(())
@@ -362,19 +421,33 @@ fn profile(llm: &Llm, w: &Workload) -> Result<()> {
 fn llama_cpp(bin: &str, gguf: &Path, threads: usize, ours: &Measured) -> Result<()> {
     println!("\n## llama.cpp ({bin}, {threads} threads)\n");
     let out = Command::new(bin)
-        .args(["-m", &gguf.to_string_lossy(), "-p", "128,512", "-n", "64", "-t"])
+        .args([
+            "-m",
+            &gguf.to_string_lossy(),
+            "-p",
+            "128,512",
+            "-n",
+            "64",
+            "-t",
+        ])
         .arg(threads.to_string())
         .args(["-r", "3", "-o", "json"])
         .output()?;
     if !out.status.success() {
-        println!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "llama-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return Ok(());
     }
     let v: Value = serde_json::from_slice(&out.stdout)?;
     println!("| test | llama.cpp tok/s | ours tok/s | ours / llama.cpp |");
     println!("|---|---:|---:|---:|");
     for r in v.as_array().into_iter().flatten() {
-        let (np, ng) = (r["n_prompt"].as_u64().unwrap_or(0), r["n_gen"].as_u64().unwrap_or(0));
+        let (np, ng) = (
+            r["n_prompt"].as_u64().unwrap_or(0),
+            r["n_gen"].as_u64().unwrap_or(0),
+        );
         let theirs = r["avg_ts"].as_f64().unwrap_or(0.0);
         let (name, mine) = if ng > 0 {
             (format!("tg{ng}"), ours.decode_tps)
@@ -386,7 +459,10 @@ fn llama_cpp(bin: &str, gguf: &Path, threads: usize, ours: &Measured) -> Result<
                 .map_or(0.0, |p| p.1);
             (format!("pp{np}"), mine)
         };
-        println!("| {name} | {theirs:.1} | {mine:.1} | {:.2} |", mine / theirs);
+        println!(
+            "| {name} | {theirs:.1} | {mine:.1} | {:.2} |",
+            mine / theirs
+        );
     }
     Ok(())
 }

@@ -106,13 +106,13 @@ proptest! {
         let mut churned = Bm25Index::new(Analyzer::DEFAULT, Bm25Params::DEFAULT);
         let mut fresh = Bm25Index::new(Analyzer::DEFAULT, Bm25Params::DEFAULT);
         for (i, d) in docs.iter().enumerate() {
-            churned.insert(DocId(i as u32), d).unwrap();
+            churned.insert(DocId(i as u32), d).expect("test input is valid");
         }
         for (i, d) in docs.iter().enumerate() {
             if remove_mask[i] {
                 prop_assert!(churned.remove(DocId(i as u32)));
             } else {
-                fresh.insert(DocId(i as u32), d).unwrap();
+                fresh.insert(DocId(i as u32), d).expect("test input is valid");
             }
         }
         prop_assert_eq!(churned.len(), fresh.len());
@@ -136,16 +136,16 @@ proptest! {
                 continue;
             }
             let u: Vec<f32> = v.iter().map(|x| x / norm).collect();
-            ix.insert_f32(DocId(i as u32), &u).unwrap();
+            ix.insert_f32(DocId(i as u32), &u).expect("test input is valid");
             kept.push((i, u));
         }
         prop_assume!(!kept.is_empty());
         let (i, u) = &kept[pick.index(kept.len())];
         let mut q = vec![0i8; 16];
-        let s = quantize(u, &mut q).unwrap();
+        let s = quantize(u, &mut q).expect("test input is valid");
         let top = ix.search(&q, s, 1);
         // Itself, or a near-duplicate whose cosine is within int8 error.
-        let best = kept.iter().find(|(j, _)| DocId(*j as u32) == top[0].doc).unwrap();
+        let best = kept.iter().find(|(j, _)| DocId(*j as u32) == top[0].doc).expect("test input is valid");
         let cos: f32 = best.1.iter().zip(u).map(|(a, b)| a * b).sum();
         prop_assert!(top[0].doc == DocId(*i as u32) || cos > 0.97, "cos {}", cos);
     }

@@ -16,6 +16,43 @@
 //!   Q4_0/Q4_1/Q8_0/F16 dequantisation and dot products for later GEMV.
 //! - [`tokenizer`]: the byte-level BPE tokenizer built from the GGUF metadata,
 //!   reproducing llama.cpp's token ids, with streaming decode and ChatML.
+//! - [`llama`]: the Llama decoder on burn 0.22 (backend chosen at run time:
+//!   `flex` on the CPU — burn-ndarray is deprecated — or `wgpu`), with GQA,
+//!   RoPE, RMSNorm, SwiGLU, tied LM head and a KV cache; [`Llm`] bundles it
+//!   with its tokenizer and fingerprints.
+//! - [`session`]: a [`Session`] owns one conversation's KV cache: `prefill`,
+//!   `step`, streaming generation, `snapshot(range)` and `restore`.
+//! - [`sampling`]: greedy, temperature, top-k, top-p, repetition penalty,
+//!   seedable.
+//! - [`snapshot`]: activation memory — KV-cache snapshot files (atomic,
+//!   checksummed, immutable, refused for the wrong model, tokenizer,
+//!   layout or position), wired to the core's activation-cube payload.
+//!
+//! ```no_run
+//! use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
+//! use memkern_models::{Backend, Llm, Sampler, SnapshotOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = ModelCache::from_env()?.ensure(&SMOLLM2_135M_Q4_1)?;
+//! let llm = Llm::load(files.gguf().ok_or("no gguf")?, Backend::Cpu)?;
+//! let memory = llm.tokenizer().encode("Caroline's cat is called Pixel.\n")?;
+//! let mut session = llm.session();
+//! session.prefill(&memory)?;
+//! // Activation memory: keep the prefix's KV cache in a file…
+//! let snap = session.snapshot(0..memory.len(), SnapshotOptions::default())?;
+//! snap.write("memory.mkv")?;
+//! // …and restore it later instead of prefilling the text again.
+//! let mut later = llm.session();
+//! later.restore(&memkern_models::Snapshot::read("memory.mkv")?)?;
+//! later.prefill(&llm.tokenizer().encode("The cat's name is")?)?;
+//! let generation = later.generate_with(Sampler::greedy(), 8, |t| {
+//!     print!("{}", t.text);
+//!     true
+//! })?;
+//! # let _ = generation;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ```no_run
 //! use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};

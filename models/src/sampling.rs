@@ -192,7 +192,11 @@ impl Sampler {
         if cand.is_empty() {
             return 0;
         }
-        let keep = if c.top_k > 0 { c.top_k.min(cand.len()) } else { cand.len() };
+        let keep = if c.top_k > 0 {
+            c.top_k.min(cand.len())
+        } else {
+            cand.len()
+        };
         if keep < cand.len() {
             cand.select_nth_unstable_by(keep - 1, |a, b| b.1.total_cmp(&a.1));
             cand.truncate(keep);
@@ -336,9 +340,18 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         for cfg in [
-            SamplingConfig { temperature: -1.0, ..SamplingConfig::greedy() },
-            SamplingConfig { top_p: 0.0, ..SamplingConfig::greedy() },
-            SamplingConfig { repetition_penalty: f32::NAN, ..SamplingConfig::greedy() },
+            SamplingConfig {
+                temperature: -1.0,
+                ..SamplingConfig::greedy()
+            },
+            SamplingConfig {
+                top_p: 0.0,
+                ..SamplingConfig::greedy()
+            },
+            SamplingConfig {
+                repetition_penalty: f32::NAN,
+                ..SamplingConfig::greedy()
+            },
         ] {
             assert!(Sampler::new(cfg).is_err());
         }

@@ -116,7 +116,10 @@ impl<'m> Session<'m> {
     /// Runs `ids` through the model after the cached tokens and returns the
     /// logits for the token that follows them.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32], LlmError> {
-        let out = self.llm.model().forward(ids, &mut self.cache, Logits::Last)?;
+        let out = self
+            .llm
+            .model()
+            .forward(ids, &mut self.cache, Logits::Last)?;
         let logits = out
             .try_into_vec_as::<f32>()
             .map_err(|e| LlmError::Backend(format!("reading logits: {e:?}")))?;
@@ -306,8 +309,14 @@ impl<'m> Session<'m> {
                 h.logits_len
             )));
         }
-        if let Some(id) = snapshot.token_ids().into_iter().find(|&t| t as usize >= vocab) {
-            return Err(SnapshotError::Malformed(format!("token id {id} outside the vocabulary")));
+        if let Some(id) = snapshot
+            .token_ids()
+            .into_iter()
+            .find(|&t| t as usize >= vocab)
+        {
+            return Err(SnapshotError::Malformed(format!(
+                "token id {id} outside the vocabulary"
+            )));
         }
         Ok(())
     }

@@ -11,7 +11,10 @@ use sha2::{Digest, Sha256};
 
 /// A private copy of the model files, so this test owns its ONNX cache.
 fn model_copy(tag: &str) -> PathBuf {
-    let files = ModelCache::from_env().unwrap().ensure(&MINILM_L6_V2).unwrap();
+    let files = ModelCache::from_env()
+        .unwrap()
+        .ensure(&MINILM_L6_V2)
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("memkern-embed-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
@@ -22,7 +25,10 @@ fn model_copy(tag: &str) -> PathBuf {
 }
 
 fn sha(path: &Path) -> String {
-    Sha256::digest(fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn sidecar_sha(onnx: &Path) -> String {
@@ -43,8 +49,15 @@ fn onnx_cache_is_created_reused_and_regenerated() {
     assert_eq!(sidecar_sha(&onnx), good_sha);
     let expected = first.embed(&probe).unwrap();
     // The cached file is what the converter writes.
-    let exported = export_onnx_files(&dir.join("model.safetensors"), &dir.join("config.json")).unwrap();
-    assert_eq!(Sha256::digest(&exported).iter().map(|b| format!("{b:02x}")).collect::<String>(), good_sha);
+    let exported =
+        export_onnx_files(&dir.join("model.safetensors"), &dir.join("config.json")).unwrap();
+    assert_eq!(
+        Sha256::digest(&exported)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        good_sha
+    );
     drop(first);
 
     // Reused: same file, untouched.
@@ -75,7 +88,11 @@ fn onnx_cache_is_created_reused_and_regenerated() {
     // A sidecar for other weights forces a new export too.
     let side_path = format!("{}.json", onnx.display());
     let side = fs::read_to_string(&side_path).unwrap();
-    let changed = side.replacen("\"safetensors_sha256\": \"", "\"safetensors_sha256\": \"0", 1);
+    let changed = side.replacen(
+        "\"safetensors_sha256\": \"",
+        "\"safetensors_sha256\": \"0",
+        1,
+    );
     assert_ne!(side, changed);
     fs::write(&side_path, changed).unwrap();
     Embedder::from_dir(&dir, EmbedderOptions::default()).unwrap();

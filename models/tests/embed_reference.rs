@@ -18,7 +18,10 @@ struct Reference {
 }
 
 fn fixture() -> Vec<Reference> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/minilm_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/minilm_reference.json"
+    );
     let bytes = std::fs::read(path).expect("fixture");
     serde_json::from_slice(&bytes).expect("fixture JSON")
 }
@@ -26,7 +29,10 @@ fn fixture() -> Vec<Reference> {
 fn embedder() -> &'static Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
     E.get_or_init(|| {
-        let files = ModelCache::from_env().unwrap().ensure(&MINILM_L6_V2).unwrap();
+        let files = ModelCache::from_env()
+            .unwrap()
+            .ensure(&MINILM_L6_V2)
+            .unwrap();
         Embedder::load(&files).unwrap()
     })
 }
@@ -88,7 +94,10 @@ fn long_text_is_truncated_at_256_tokens() {
     assert_eq!((ids[0], ids[MAX_TOKENS - 1]), (101, 102));
     let reference = fixture();
     let fixture_long = reference.iter().find(|r| r.token_ids.len() == 256).unwrap();
-    assert_eq!(e.tokenize(&fixture_long.text).unwrap(), fixture_long.token_ids);
+    assert_eq!(
+        e.tokenize(&fixture_long.text).unwrap(),
+        fixture_long.token_ids
+    );
 
     // Megabytes of text: tokenized from a prefix, same ids, quickly.
     let huge = sentence.repeat(40_000);
@@ -111,7 +120,15 @@ fn long_text_is_truncated_at_256_tokens() {
 #[test]
 fn odd_inputs_do_not_fail() {
     let e = embedder();
-    for text in ["", " ", "\0\u{7f}\u{200b}", "🚀🚀🚀", "日本語のテキスト", "a\u{301}\u{301}\u{301}", "\n\t\r"] {
+    for text in [
+        "",
+        " ",
+        "\0\u{7f}\u{200b}",
+        "🚀🚀🚀",
+        "日本語のテキスト",
+        "a\u{301}\u{301}\u{301}",
+        "\n\t\r",
+    ] {
         let ids = e.tokenize(text).unwrap();
         assert!(ids.len() >= 2 && ids.len() <= MAX_TOKENS, "{text:?}");
         let v = e.embed_one(text).unwrap();
@@ -144,9 +161,25 @@ fn int8_round_trip_keeps_the_direction() {
 #[test]
 fn fingerprint_is_stable_and_names_the_model() {
     let e = embedder();
-    let files = ModelCache::from_env().unwrap().ensure(&MINILM_L6_V2).unwrap();
+    let files = ModelCache::from_env()
+        .unwrap()
+        .ensure(&MINILM_L6_V2)
+        .unwrap();
     let again = Embedder::from_dir(files.dir(), Default::default()).unwrap();
     assert_eq!(e.fingerprint(), again.fingerprint());
     assert_eq!(e.dim(), 384);
     assert!(e.onnx_path().is_file());
+}
+
+#[test]
+fn embedder_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Embedder>();
+    let e = embedder();
+    let v = std::thread::scope(|s| {
+        let a = s.spawn(|| e.embed_one("A man is riding a horse.").unwrap());
+        let b = s.spawn(|| e.embed_one("A man is riding a horse.").unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(v.0, v.1);
 }

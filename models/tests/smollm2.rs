@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use memkern_models::gguf::{GgmlType, Gguf, GgufError, GgufFile, LlamaParams, quant};
-use memkern_models::tokenizer::{ChatMessage, Role, Tokenizer, render_chatml};
+use memkern_models::tokenizer::{
+    ChatMessage, Role, SMOLLM2_DEFAULT_SYSTEM, Tokenizer, render_chatml,
+};
 use serde_json::Value;
 
 fn model() -> &'static GgufFile {
@@ -16,7 +18,10 @@ fn model() -> &'static GgufFile {
         let path = common::smollm2_gguf();
         let t = Instant::now();
         let f = GgufFile::open(path).unwrap();
-        eprintln!("[smollm2] GgufFile::open (map + parse + validate) {:.2?}", t.elapsed());
+        eprintln!(
+            "[smollm2] GgufFile::open (map + parse + validate) {:.2?}",
+            t.elapsed()
+        );
         f
     })
 }
@@ -24,8 +29,9 @@ fn model() -> &'static GgufFile {
 fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
+        let gguf = model();
         let t = Instant::now();
-        let tok = Tokenizer::from_gguf(model()).unwrap();
+        let tok = Tokenizer::from_gguf(gguf).unwrap();
         eprintln!("[smollm2] Tokenizer::from_gguf {:.2?}", t.elapsed());
         tok
     })
@@ -67,7 +73,10 @@ fn gguf_facts() {
     let embd = f.tensor("token_embd.weight").unwrap();
     assert_eq!(embd.ty(), GgmlType::Q8_0);
     assert_eq!(embd.dims(), &[576, 49152]);
-    assert!(matches!(f.tensor("output.weight"), Err(GgufError::TensorNotFound(_))));
+    assert!(matches!(
+        f.tensor("output.weight"),
+        Err(GgufError::TensorNotFound(_))
+    ));
 
     let mut q4_1 = 0;
     let mut params = 0u64;
@@ -96,14 +105,21 @@ fn gguf_facts() {
     assert_eq!(p.rope_freq_base, 100_000.0);
     assert!((p.rms_norm_eps - 1e-5).abs() < 1e-9);
     assert_eq!(f.tensor("blk.0.attn_k.weight").unwrap().dims(), &[576, 192]);
-    assert_eq!(f.tensor("blk.0.ffn_down.weight").unwrap().dims(), &[1536, 576]);
+    assert_eq!(
+        f.tensor("blk.0.ffn_down.weight").unwrap().dims(),
+        &[1536, 576]
+    );
 
     assert_eq!(f.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
     assert_eq!(f.get_str("tokenizer.ggml.pre").unwrap(), "smollm");
-    assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(
+        f.get_str_array("tokenizer.ggml.tokens").unwrap().len(),
+        49152
+    );
     assert_eq!(f.get_array("tokenizer.ggml.merges").unwrap().len(), 48900);
     let template = f.get_str("tokenizer.chat_template").unwrap();
     assert!(template.contains("<|im_start|>") && template.contains("<|im_end|>"));
+    assert!(template.contains(SMOLLM2_DEFAULT_SYSTEM), "{template}");
 }
 
 #[test]
@@ -126,14 +142,23 @@ fn dequantisation_and_dot_products_agree() {
     let w = f.tensor("blk.0.ffn_down.weight").unwrap();
     let blocks = w.q4_1_blocks().unwrap();
     let per_row = 1536 / 32;
-    let x: Vec<f32> = (0..1536).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let x: Vec<f32> = (0..1536)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
     let mut deq = vec![0f32; 1536];
     for r in [0u64, 1, 300, 575] {
         w.dequantize_row(r, &mut deq).unwrap();
         assert!(deq.iter().all(|v| v.is_finite() && v.abs() < 10.0));
-        let want: f64 = deq.iter().zip(&x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        let want: f64 = deq
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
         let got = quant::dot_q4_1_f32(&blocks[r as usize * per_row..][..per_row], &x).unwrap();
-        assert!((f64::from(got) - want).abs() < 1e-3 * want.abs().max(1.0), "row {r}: {got} vs {want}");
+        assert!(
+            (f64::from(got) - want).abs() < 1e-3 * want.abs().max(1.0),
+            "row {r}: {got} vs {want}"
+        );
     }
     let norm = f.tensor("blk.0.attn_norm.weight").unwrap();
     assert_eq!(norm.as_f32().unwrap().len(), 576);
@@ -150,7 +175,11 @@ fn fingerprint_is_stable_and_timed() {
         f.file_len() as f64 / 1e6,
         f.file_len() as f64 / 1e6 / secs.as_secs_f64()
     );
-    assert_eq!(fp.to_hex(), "a7e2ee5c8a7f3e9e1d6dbc5c2c72d4fa", "pinned fingerprint changed");
+    assert_eq!(
+        fp.to_hex(),
+        "0f5b9c1e85b1dd4cd9d06ee1e0b7fac1",
+        "pinned fingerprint changed"
+    );
 }
 
 #[test]
@@ -159,7 +188,14 @@ fn truncated_real_header_is_an_error() {
     let header = model().header_len() as usize;
     let data = model().data_offset() as usize;
     let mut cuts: Vec<usize> = (0..64).map(|i| i * header / 64).collect();
-    cuts.extend([header - 1, header, data, data + 1, bytes.len() / 2, bytes.len() - 1]);
+    cuts.extend([
+        header - 1,
+        header,
+        data,
+        data + 1,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ]);
     for cut in cuts {
         assert!(Gguf::parse(&bytes[..cut]).is_err(), "cut at {cut}");
     }
@@ -210,7 +246,10 @@ fn parse_chatml(prompt: &str) -> Option<(Vec<ChatMessage>, bool)> {
 fn chatml_rendering_and_encoding_match_fixture() {
     let tok = tokenizer();
     let mut n = 0;
-    for c in fixture().iter().filter(|c| c.prompt.starts_with("<|im_start|>")) {
+    for c in fixture()
+        .iter()
+        .filter(|c| c.prompt.starts_with("<|im_start|>"))
+    {
         let (messages, gen_prompt) = parse_chatml(&c.prompt).unwrap();
         assert!(gen_prompt);
         assert_eq!(render_chatml(&messages, gen_prompt), c.prompt);
@@ -292,4 +331,43 @@ fn round_trips_and_streaming_decode() {
     assert!(d.has_pending());
     // A stream cut mid-character ends in U+FFFD.
     assert_eq!(d.finish(), "\u{FFFD}");
+}
+
+/// Rough single-thread GEMV throughput of the block dot products on the real
+/// weights. Ignored by default (meaningless without optimisation); run with
+/// `cargo test -p memkern-models --test smollm2 --config
+/// 'profile.dev.package.memkern-models.opt-level=3' -- --ignored --nocapture gemv`.
+#[test]
+#[ignore]
+fn gemv_throughput() {
+    let f = model();
+    let x: Vec<f32> = (0..1536)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let w = f.tensor("blk.0.ffn_down.weight").unwrap();
+    let blocks = w.q4_1_blocks().unwrap();
+    let reps = 200;
+    let t = Instant::now();
+    let mut acc = 0f32;
+    for _ in 0..reps {
+        for row in blocks.chunks_exact(1536 / 32) {
+            acc += quant::dot_q4_1_f32(row, &x).unwrap();
+        }
+    }
+    let per = t.elapsed() / reps;
+    let gbs = w.data().len() as f64 / per.as_secs_f64() / 1e9;
+    eprintln!("[gemv] Q4_1 576x1536: {per:.2?} per GEMV, {gbs:.1} GB/s of weights ({acc})");
+
+    let head = f.tensor("token_embd.weight").unwrap();
+    let blocks = head.q8_0_blocks().unwrap();
+    let reps = 5;
+    let t = Instant::now();
+    for _ in 0..reps {
+        for row in blocks.chunks_exact(576 / 32) {
+            acc += quant::dot_q8_0_f32(row, &x[..576]).unwrap();
+        }
+    }
+    let per = t.elapsed() / reps;
+    let gbs = head.data().len() as f64 / per.as_secs_f64() / 1e9;
+    eprintln!("[gemv] Q8_0 LM head 49152x576: {per:.2?} per GEMV, {gbs:.1} GB/s ({acc})");
 }

@@ -40,7 +40,10 @@ fn memory_and_query() -> (Vec<u32>, Vec<u32>) {
         )
         .unwrap();
     let query = tok
-        .encode_chat(&[ChatMessage::user("What is the name of Caroline's cat?")], true)
+        .encode_chat(
+            &[ChatMessage::user("What is the name of Caroline's cat?")],
+            true,
+        )
         .unwrap();
     (memory, query)
 }
@@ -55,7 +58,10 @@ fn temp_file(tag: &str) -> std::path::PathBuf {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 #[test]
@@ -66,7 +72,9 @@ fn restore_then_query_equals_cold_prefill() {
     // Cold: prefill memory, then the query, then decode.
     let mut cold = llm.session();
     cold.prefill(&memory).unwrap();
-    let snap = cold.snapshot(0..memory.len(), SnapshotOptions::dtype(KvDtype::F32)).unwrap();
+    let snap = cold
+        .snapshot(0..memory.len(), SnapshotOptions::dtype(KvDtype::F32))
+        .unwrap();
     let cold_logits = cold.prefill(&query).unwrap().to_vec();
     let cold_ids = greedy(&mut cold, 12);
 
@@ -99,7 +107,9 @@ fn restore_with_logits_continues_exactly() {
     let mut cold = llm.session();
     cold.prefill(&prompt).unwrap();
     for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Q8] {
-        let snap = cold.snapshot(0..prompt.len(), SnapshotOptions::dtype(dtype)).unwrap();
+        let snap = cold
+            .snapshot(0..prompt.len(), SnapshotOptions::dtype(dtype))
+            .unwrap();
         assert!(snap.header().has_logits);
         let mut warm = llm.session();
         warm.restore(&snap).unwrap();
@@ -108,7 +118,9 @@ fn restore_with_logits_continues_exactly() {
         assert_eq!(first, cold.sample(&mut Sampler::greedy()).unwrap());
     }
     // f32: the whole continuation is identical to the cold session's.
-    let snap = cold.snapshot(0..prompt.len(), SnapshotOptions::dtype(KvDtype::F32)).unwrap();
+    let snap = cold
+        .snapshot(0..prompt.len(), SnapshotOptions::dtype(KvDtype::F32))
+        .unwrap();
     let mut warm = llm.session();
     warm.restore(&snap).unwrap();
     assert_eq!(greedy(&mut warm, 10), greedy(&mut cold, 10));
@@ -122,8 +134,12 @@ fn chained_snapshots_compose_and_check_their_prefix() {
 
     let mut cold = llm.session();
     cold.prefill(&memory).unwrap();
-    let head = cold.snapshot(0..split, SnapshotOptions::dtype(KvDtype::F32)).unwrap();
-    let tail = cold.snapshot(split..memory.len(), SnapshotOptions::dtype(KvDtype::F32)).unwrap();
+    let head = cold
+        .snapshot(0..split, SnapshotOptions::dtype(KvDtype::F32))
+        .unwrap();
+    let tail = cold
+        .snapshot(split..memory.len(), SnapshotOptions::dtype(KvDtype::F32))
+        .unwrap();
     assert_eq!(tail.first_position() as usize, split);
     assert!(!tail.header().has_logits || tail.header().logits_len > 0);
     let cold_logits = cold.prefill(&query).unwrap().to_vec();
@@ -147,7 +163,11 @@ fn chained_snapshots_compose_and_check_their_prefix() {
         other.restore(&tail),
         Err(LlmError::Snapshot(SnapshotError::PrefixMismatch { .. }))
     ));
-    assert_eq!(other.len(), split, "a refused restore leaves the session unchanged");
+    assert_eq!(
+        other.len(),
+        split,
+        "a refused restore leaves the session unchanged"
+    );
 }
 
 #[test]
@@ -190,9 +210,19 @@ fn activation_payload_describes_the_file() {
     s.prefill(&memory).unwrap();
     let n = memory.len() as u64;
     let mut sizes = Vec::new();
-    for (dtype, row_bytes) in [(KvDtype::F32, 4 * 64), (KvDtype::F16, 2 * 64), (KvDtype::Q8, 64 + 4)] {
+    for (dtype, row_bytes) in [
+        (KvDtype::F32, 4 * 64),
+        (KvDtype::F16, 2 * 64),
+        (KvDtype::Q8, 64 + 4),
+    ] {
         let snap = s
-            .snapshot(0..memory.len(), SnapshotOptions { dtype, include_logits: false })
+            .snapshot(
+                0..memory.len(),
+                SnapshotOptions {
+                    dtype,
+                    include_logits: false,
+                },
+            )
             .unwrap();
         let path = temp_file("payload");
         snap.write(&path).unwrap();
@@ -200,7 +230,15 @@ fn activation_payload_describes_the_file() {
         let a = snap.activation_payload();
         a.validate().unwrap();
         assert_eq!(a.kv_bytes, n * 30 * 2 * 3 * row_bytes);
-        assert_eq!(a.layout, KvLayout { dtype, layers: 30, kv_heads: 3, head_dim: 64 });
+        assert_eq!(
+            a.layout,
+            KvLayout {
+                dtype,
+                layers: 30,
+                kv_heads: 3,
+                head_dim: 64
+            }
+        );
         assert_eq!(a.blob.size, file.len() as u64);
         assert_eq!(a.blob.digest.0[..], Sha256::digest(&file)[..]);
         assert_eq!(a.model.0, llm.fingerprint().0);
@@ -213,7 +251,11 @@ fn activation_payload_describes_the_file() {
         let mut warm = llm.session();
         warm.restore_cube(&snap, &a).unwrap();
         let mut wrong = a;
-        wrong.layout.dtype = if dtype == KvDtype::F16 { KvDtype::Q8 } else { KvDtype::F16 };
+        wrong.layout.dtype = if dtype == KvDtype::F16 {
+            KvDtype::Q8
+        } else {
+            KvDtype::F16
+        };
         assert!(matches!(
             llm.session().restore_cube(&snap, &wrong),
             Err(LlmError::Snapshot(SnapshotError::DtypeMismatch { .. }))
@@ -263,7 +305,9 @@ fn foreign_or_misfitting_snapshots_are_refused() {
     let tokens = llm.tokenizer().encode("The capital of France is").unwrap();
     let mut s = llm.session();
     s.prefill(&tokens).unwrap();
-    let snap = s.snapshot(0..tokens.len(), SnapshotOptions::dtype(KvDtype::Q8)).unwrap();
+    let snap = s
+        .snapshot(0..tokens.len(), SnapshotOptions::dtype(KvDtype::Q8))
+        .unwrap();
     llm.session().restore(&snap).unwrap();
 
     let e = refusal(&reseal(&snap, |h| h.model.0[3] ^= 0x40));
@@ -277,16 +321,25 @@ fn foreign_or_misfitting_snapshots_are_refused() {
     let e = refusal(&reseal(&snap, |h| h.layout.head_dim = 32));
     assert!(matches!(e, SnapshotError::LayoutMismatch { .. }), "{e}");
     let e = refusal(&reseal(&snap, |h| h.first_position = 8190));
-    assert!(matches!(e, SnapshotError::PositionOutOfContext { .. }), "{e}");
+    assert!(
+        matches!(e, SnapshotError::PositionOutOfContext { .. }),
+        "{e}"
+    );
     let e = refusal(&reseal(&snap, |h| h.first_position = u32::MAX - 10));
-    assert!(matches!(e, SnapshotError::PositionOutOfContext { .. }), "{e}");
+    assert!(
+        matches!(e, SnapshotError::PositionOutOfContext { .. }),
+        "{e}"
+    );
 
     // A session that is not at the snapshot's first position.
     let mut busy = llm.session();
     busy.prefill(&tokens[..2]).unwrap();
     assert!(matches!(
         busy.restore(&snap),
-        Err(LlmError::Snapshot(SnapshotError::PositionMismatch { first: 0, session: 2 }))
+        Err(LlmError::Snapshot(SnapshotError::PositionMismatch {
+            first: 0,
+            session: 2
+        }))
     ));
     assert_eq!(busy.len(), 2);
 }
@@ -297,55 +350,98 @@ fn damaged_files_are_refused() {
     let tokens = llm.tokenizer().encode("Hello world").unwrap();
     let mut s = llm.session();
     s.prefill(&tokens).unwrap();
-    let snap = s.snapshot(0..tokens.len(), SnapshotOptions::dtype(KvDtype::F16)).unwrap();
+    let snap = s
+        .snapshot(0..tokens.len(), SnapshotOptions::dtype(KvDtype::F16))
+        .unwrap();
     let good = snap.bytes().to_vec();
     let sec = snap.header().sections().unwrap();
     let total = good.len();
 
     // Truncation at every boundary class and a sweep through the file.
     let mut cuts: Vec<usize> = vec![0, 1, 7, 8, 9, 50, 91, 95, 96, 97, sec.tokens + 4];
-    cuts.extend([sec.tensors - 1, sec.tensors, sec.tensors + 1, sec.logits - 1, sec.logits]);
-    cuts.extend([sec.logits + 3, sec.checksum - 1, sec.checksum, sec.checksum + 16, total - 1]);
+    cuts.extend([
+        sec.tensors - 1,
+        sec.tensors,
+        sec.tensors + 1,
+        sec.logits - 1,
+        sec.logits,
+    ]);
+    cuts.extend([
+        sec.logits + 3,
+        sec.checksum - 1,
+        sec.checksum,
+        sec.checksum + 16,
+        total - 1,
+    ]);
     cuts.extend((0..total).step_by(997));
     for cut in cuts {
         let e = Snapshot::from_bytes(good[..cut].to_vec()).unwrap_err();
-        assert!(matches!(e, SnapshotError::Truncated { .. }), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, SnapshotError::Truncated { .. }),
+            "cut at {cut}: {e}"
+        );
     }
     let mut long = good.clone();
     long.push(0);
-    assert!(matches!(Snapshot::from_bytes(long), Err(SnapshotError::TrailingBytes { extra: 1 })));
+    assert!(matches!(
+        Snapshot::from_bytes(long),
+        Err(SnapshotError::TrailingBytes { extra: 1 })
+    ));
 
     // Bit flips in every section (every header bit, sampled elsewhere).
     let mut flips: Vec<usize> = (0..HEADER_LEN * 8).collect();
     flips.extend((HEADER_LEN * 8..total * 8).step_by(4099));
-    flips.extend([sec.tensors * 8, sec.logits * 8 + 5, sec.checksum * 8 + 7, total * 8 - 1]);
+    flips.extend([
+        sec.tensors * 8,
+        sec.logits * 8 + 5,
+        sec.checksum * 8 + 7,
+        total * 8 - 1,
+    ]);
     for bit in flips {
         let mut b = good.clone();
         b[bit / 8] ^= 1 << (bit % 8);
-        assert!(Snapshot::from_bytes(b).is_err(), "flip of bit {bit} accepted");
+        assert!(
+            Snapshot::from_bytes(b).is_err(),
+            "flip of bit {bit} accepted"
+        );
     }
     // Header damage is named as such; body damage by the SHA-256.
     let mut b = good.clone();
     b[21] ^= 1;
-    assert!(matches!(Snapshot::from_bytes(b), Err(SnapshotError::HeaderCorrupt { .. })));
+    assert!(matches!(
+        Snapshot::from_bytes(b),
+        Err(SnapshotError::HeaderCorrupt { .. })
+    ));
     let mut b = good.clone();
     b[sec.tensors + 100] ^= 4;
-    assert!(matches!(Snapshot::from_bytes(b), Err(SnapshotError::Corrupt)));
+    assert!(matches!(
+        Snapshot::from_bytes(b),
+        Err(SnapshotError::Corrupt)
+    ));
     let mut b = good.clone();
     b[0] = b'X';
-    assert!(matches!(Snapshot::from_bytes(b), Err(SnapshotError::BadMagic { .. })));
+    assert!(matches!(
+        Snapshot::from_bytes(b),
+        Err(SnapshotError::BadMagic { .. })
+    ));
 
     // Unknown version and dtype, with otherwise valid checksums.
     let mut h = *snap.header();
     h.version = 2;
     let mut b = good.clone();
     b[..HEADER_LEN].copy_from_slice(&h.encode());
-    assert!(matches!(Snapshot::from_bytes(b), Err(SnapshotError::UnsupportedVersion(2))));
+    assert!(matches!(
+        Snapshot::from_bytes(b),
+        Err(SnapshotError::UnsupportedVersion(2))
+    ));
     let mut b = good.clone();
     b[10] = 9;
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&b[..92]);
     b[92..96].copy_from_slice(&crc.to_le_bytes());
-    assert!(matches!(Snapshot::from_bytes(b), Err(SnapshotError::Malformed(_))));
+    assert!(matches!(
+        Snapshot::from_bytes(b),
+        Err(SnapshotError::Malformed(_))
+    ));
 
     // A missing file is an I/O error, not a panic.
     assert!(matches!(
@@ -368,16 +464,30 @@ fn q8_and_f16_quality_effect() {
     let reference = greedy(&mut cold, n);
     cold.truncate(memory.len());
 
-    for (dtype, max_logit_diff_bound) in [(KvDtype::F32, 0.0), (KvDtype::F16, 0.25), (KvDtype::Q8, 1.5)] {
+    for (dtype, max_logit_diff_bound) in [
+        (KvDtype::F32, 0.0),
+        (KvDtype::F16, 0.25),
+        (KvDtype::Q8, 1.5),
+    ] {
         let snap = cold
-            .snapshot(0..memory.len(), SnapshotOptions { dtype, include_logits: false })
+            .snapshot(
+                0..memory.len(),
+                SnapshotOptions {
+                    dtype,
+                    include_logits: false,
+                },
+            )
             .unwrap();
         let mut warm = llm.session();
         warm.restore(&snap).unwrap();
         let logits = warm.prefill(&query).unwrap().to_vec();
         let diff = max_diff(&logits, &reference_logits);
         let ids = greedy(&mut warm, n);
-        let agree = ids.iter().zip(&reference).take_while(|(a, b)| a == b).count();
+        let agree = ids
+            .iter()
+            .zip(&reference)
+            .take_while(|(a, b)| a == b)
+            .count();
         let top = top_k(&logits, 1)[0].0;
         println!(
             "KV {dtype:?}: {} bytes, first-answer max |Δlogit| {diff:.4}, greedy agreement {agree}/{n}",

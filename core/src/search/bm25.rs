@@ -148,6 +148,11 @@ mod index {
             self.postings.len()
         }
 
+        /// Number of (term, document) postings held.
+        pub fn posting_count(&self) -> usize {
+            self.postings.values().map(Vec::len).sum()
+        }
+
         /// One past the largest doc id slot in use (the length of score arrays).
         pub fn id_space(&self) -> usize {
             self.doc_len.len()
@@ -292,9 +297,10 @@ mod tests {
     #[test]
     fn scores_match_hand_computed_values() {
         let mut ix = Bm25Index::new(RAW, Bm25Params::CLASSIC);
-        ix.insert(DocId(0), "cat sat").unwrap();
-        ix.insert(DocId(1), "Cat cat, dog!").unwrap();
-        ix.insert(DocId(2), "bird").unwrap();
+        ix.insert(DocId(0), "cat sat").expect("test input is valid");
+        ix.insert(DocId(1), "Cat cat, dog!")
+            .expect("test input is valid");
+        ix.insert(DocId(2), "bird").expect("test input is valid");
         assert!(close(ix.avg_doc_len(), 2.0));
         let mut s = std::vec::Vec::new();
         ix.score_all("cat dog", &mut s);
@@ -324,9 +330,10 @@ mod tests {
     #[test]
     fn insert_remove_round_trip() {
         let mut ix = Bm25Index::new(Analyzer::DEFAULT, Bm25Params::DEFAULT);
-        ix.insert(DocId(3), "Melanie painted a sunset").unwrap();
+        ix.insert(DocId(3), "Melanie painted a sunset")
+            .expect("test input is valid");
         ix.insert(DocId(1), "Caroline went to a support group")
-            .unwrap();
+            .expect("test input is valid");
         assert_eq!(
             ix.insert(DocId(1), "again"),
             Err(SearchError::DuplicateDoc(DocId(1)))
@@ -337,7 +344,7 @@ mod tests {
         );
         let before = ix.clone();
         ix.insert(DocId(7), "a sunset painting by the lake")
-            .unwrap();
+            .expect("test input is valid");
         assert_eq!(ix.search("sunset", 5).len(), 2);
         assert!(ix.remove(DocId(7)));
         assert!(!ix.remove(DocId(7)));

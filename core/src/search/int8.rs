@@ -307,7 +307,7 @@ mod tests {
     fn quantize_round_trips_within_half_a_step() {
         let src = [0.5f32, -1.0, 0.25, 0.0, 0.999];
         let mut q = [0i8; 5];
-        let scale = quantize(&src, &mut q).unwrap();
+        let scale = quantize(&src, &mut q).expect("test input is valid");
         assert_eq!(q[1], -127);
         for (&s, &v) in src.iter().zip(&q) {
             assert!((f32::from(v) * scale - s).abs() <= scale / 2.0 + 1e-6);
@@ -327,7 +327,7 @@ mod tests {
         for i in 0..5u32 {
             let mut v = [0f32; 8];
             v[i as usize] = 1.0;
-            ix.insert_f32(DocId(i), &v).unwrap();
+            ix.insert_f32(DocId(i), &v).expect("test input is valid");
         }
         let q = [1.0, 0.8, 0.6, 0.4, 0.2, 0.0, 0.0, 0.0];
         let order: std::vec::Vec<u32> = ix.search_f32(&q, 5).iter().map(|h| h.doc.0).collect();
@@ -358,7 +358,8 @@ mod tests {
             .collect();
         let mut ix = Int8Index::new(dim);
         for (i, d) in docs.iter().enumerate() {
-            ix.insert_f32(DocId(i as u32), d).unwrap();
+            ix.insert_f32(DocId(i as u32), d)
+                .expect("test input is valid");
         }
         let query: Vec<f32> = docs[7].iter().map(|x| x + 0.01 * rnd()).collect();
         let mut f32_rank: Vec<(u32, f32)> = docs
@@ -372,7 +373,10 @@ mod tests {
         assert!((hits[0].score - f32_rank[0].1).abs() < 0.02);
         // Every int8 score is within quantisation error of its f32 score.
         for h in &hits {
-            let (_, f) = f32_rank.iter().find(|(d, _)| *d == h.doc.0).unwrap();
+            let (_, f) = f32_rank
+                .iter()
+                .find(|(d, _)| *d == h.doc.0)
+                .expect("test input is valid");
             assert!((h.score - f).abs() < 0.02, "{h:?} vs {f}");
         }
         assert!(ix.remove(DocId(7)));

@@ -25,8 +25,8 @@
 //! use memkern_core::search::DocId;
 //!
 //! let mut index = Bm25Index::new(Analyzer::DEFAULT, Bm25Params::DEFAULT);
-//! index.insert(DocId(0), "My dog is called Biscuit.").unwrap();
-//! index.insert(DocId(1), "I painted a sunrise last week.").unwrap();
+//! index.insert(DocId(0), "My dog is called Biscuit.").expect("test input is valid");
+//! index.insert(DocId(1), "I painted a sunrise last week.").expect("test input is valid");
 //! let hits = index.search("what is the dog's name?", 5);
 //! assert_eq!(hits[0].doc, DocId(0));
 //! # }

@@ -667,14 +667,12 @@ pub fn absolute_dates(text: &str, mut found: impl FnMut(TimeMention)) {
                 prev = [None, None];
                 continue;
             }
-        } else if let Some(y) = year_of(&w) {
-            if let Some(span) = DateSpan::year(y) {
-                found(TimeMention {
-                    span,
-                    start: w.start,
-                    end: w.end,
-                });
-            }
+        } else if let Some(span) = year_of(&w).and_then(DateSpan::year) {
+            found(TimeMention {
+                span,
+                start: w.start,
+                end: w.end,
+            });
         }
         prev = [prev[1], Some(w)];
     }
@@ -737,7 +735,7 @@ mod tests {
     use std::vec::Vec;
 
     fn d(y: i32, m: u8, day: u8) -> Day {
-        Day::from_civil(y, m, day).unwrap()
+        Day::from_civil(y, m, day).expect("test input is valid")
     }
 
     fn resolve(text: &str, said: Day) -> Vec<(Day, Day, Granularity, &str)> {

@@ -238,7 +238,7 @@ fn stem(token: &mut Token, stemmer: Stemmer) {
         return;
     }
     let len = token.as_str().len();
-    // Plurals (Harman's S-stemmer, with "-sses"/"-xes"/"-ches"/"-shes" → drop "es").
+    // Plurals (Harman's S-stemmer, plus "-sses"/"-xes"/"-ches"/"-shes" → drop "es").
     if len > 4 && token.ends_with("ies") && !token.ends_with("eies") && !token.ends_with("aies") {
         token.replace_suffix("ies", "y");
     } else if len > 4
@@ -248,13 +248,6 @@ fn stem(token: &mut Token, stemmer: Stemmer) {
             || token.ends_with("shes"))
     {
         token.truncate_by(2);
-    } else if len > 3
-        && token.ends_with("es")
-        && !token.ends_with("aes")
-        && !token.ends_with("ees")
-        && !token.ends_with("oes")
-    {
-        token.truncate_by(1);
     } else if len > 3 && token.ends_with("s") && !token.ends_with("us") && !token.ends_with("ss") {
         token.truncate_by(1);
     }
@@ -266,9 +259,9 @@ fn stem(token: &mut Token, stemmer: Stemmer) {
     let s = token.as_str().as_bytes();
     let cut = if s.len() > 5 && s.ends_with(b"ing") {
         3
-    } else if s.len() > 4 && s.ends_with(b"ed") && !s.ends_with(b"eed") {
-        2
-    } else if s.len() > 5 && s.ends_with(b"ly") {
+    } else if (s.len() > 4 && s.ends_with(b"ed") && !s.ends_with(b"eed"))
+        || (s.len() > 5 && s.ends_with(b"ly"))
+    {
         2
     } else {
         0

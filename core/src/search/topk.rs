@@ -77,10 +77,10 @@ impl TopK {
         let hit = Worst(Hit { doc, score });
         if self.heap.len() < self.k {
             self.heap.push(hit);
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if hit.cmp_rank(&worst) == Ordering::Less {
-                *worst = hit;
-            }
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && hit.cmp_rank(&worst) == Ordering::Less
+        {
+            *worst = hit;
         }
     }
 

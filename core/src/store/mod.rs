@@ -67,8 +67,9 @@
 //!   power cut during a compaction, then in the next session a `remove`
 //!   cut short before any `put` — the engine's repair then erases the only
 //!   valid copy of a record. This module settles an interrupted compaction
-//!   itself, at [`FlashStore::open`] and before every [`FlashStore::remove`],
-//!   so that sequence cannot occur (details at `settle` in the source).
+//!   itself, at [`FlashStore::open`] and, after a failed operation, before
+//!   the next call, so that sequence cannot occur (details at `settle` in
+//!   the source).
 //! - *A torn record header can swallow the next record* when the program
 //!   unit is smaller than the 8-byte header (found by the power-cut soak on
 //!   byte-programmable flash): the next record is placed inside the torn
@@ -421,6 +422,9 @@ pub struct LiveSummary {
 #[repr(C, align(32))]
 struct AlignedBuf<const N: usize>([u8; N]);
 
+/// The engine instance behind a [`FlashStore`].
+type Engine<S, C> = MapStorage<CubeId, Guard<S>, C>;
+
 /// A power-loss-safe log of cubes in a range of NOR flash.
 ///
 /// It exists to give the rest of memkern a synchronous key–value view
@@ -432,9 +436,18 @@ struct AlignedBuf<const N: usize>([u8; N]);
 /// - `N`: record buffer bytes; bounds the value size (see
 ///   [`FlashStore::max_value_len`]) and is the store's main RAM cost.
 /// - `C`: the engine's cache ([`NoCache`] by default).
+///
+/// After an operation fails with a flash-level error (a driver fault, a
+/// failed read-back, [`StoreError::Corrupted`]), the next call first runs
+/// the same recovery as [`FlashStore::open`] with a fresh cache, so a
+/// transient fault needs no reopen.
 pub struct FlashStore<S: NorFlash, const N: usize = DEFAULT_BUFFER, C: CacheImpl<CubeId> = NoCache>
 {
-    map: MapStorage<CubeId, Guard<S>, C>,
+    /// Always `Some` between calls; `None` only inside [`Self::recover`].
+    engine: Option<Engine<S, C>>,
+    make_cache: fn() -> C,
+    range: Range<u32>,
+    needs_recovery: bool,
     buf: AlignedBuf<N>,
 }
 
@@ -445,12 +458,13 @@ impl<F: blocking::NorFlash, const N: usize> FlashStore<BlockingFlash<F>, N, NoCa
     /// Pass `&mut driver` to keep the driver if opening fails. A blank
     /// (erased) range opens as an empty store.
     pub fn open(flash: F, range: Range<u32>) -> Result<(Self, RecoveryReport), StoreError> {
-        Self::open_with(BlockingFlash::new(flash), range, Cache::new_uncached())
+        Self::open_with(BlockingFlash::new(flash), range, Cache::new_uncached)
     }
 }
 
 impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
-    /// Opens the store on `range` of an async flash with an engine cache.
+    /// Opens the store on `range` of an async flash, with an engine cache
+    /// built by `make_cache`.
     ///
     /// Recovery: checks the configuration, reads every page, erases pages
     /// that hold nothing the engine still needs (half-erased pages, dirty
@@ -459,13 +473,14 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
     /// happen here), and reports what it found. No record is rewritten: the
     /// engine redoes an interrupted compaction at the next `put`.
     ///
-    /// The `cache` must be new (or returned by [`Self::release`] for this
-    /// same, unchanged flash), and a cache sized in pages must have at least
-    /// as many pages as `range` (sequential-storage panics otherwise).
+    /// `make_cache` is called now and after every in-session recovery (a
+    /// cache must never outlive changes made behind the engine's back). A
+    /// cache sized in pages must cover at least the pages of `range`
+    /// (sequential-storage panics otherwise).
     pub fn open_with(
         flash: S,
         range: Range<u32>,
-        cache: C,
+        make_cache: fn() -> C,
     ) -> Result<(Self, RecoveryReport), StoreError> {
         let config = MapConfig::<Guard<S>>::try_new(range.clone()).map_err(ConfigError::from)?;
         if range.end as usize > flash.capacity() {
@@ -485,14 +500,17 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
         let mut guard = Guard::new(flash);
         let mut report = RecoveryReport::default();
         let scan = block_on(async {
-            settle(&mut guard, range.clone(), true, &mut report).await?;
+            settle(&mut guard, range.clone(), &mut report).await?;
             inspect::scan(&mut guard, range.clone()).await
         })
         .map_err(|e| StoreError::Flash(FlashFault::of(&e)))?;
         report.stats = Self::stats_from(&scan, &range, guard.erased_sectors);
         Ok((
             Self {
-                map: MapStorage::new(guard, config, cache),
+                engine: Some(MapStorage::new(guard, config, make_cache())),
+                make_cache,
+                range,
+                needs_recovery: false,
                 buf: AlignedBuf([0; N]),
             },
             report,
@@ -520,7 +538,51 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
 
     /// The flash range the store manages.
     pub fn range(&self) -> Range<u32> {
-        self.map.flash_range()
+        self.range.clone()
+    }
+
+    /// The engine and the record buffer, after running recovery if an
+    /// earlier call left the flash in doubt.
+    fn parts(&mut self) -> Result<(&mut Engine<S, C>, &mut [u8]), StoreError> {
+        if self.needs_recovery {
+            self.recover()?;
+        }
+        let engine = self.engine.as_mut().ok_or(StoreError::Internal)?;
+        Ok((engine, &mut self.buf.0))
+    }
+
+    /// In-session recovery: settle the flash as [`Self::open_with`] does and
+    /// restart the engine with a fresh cache (the old one may describe pages
+    /// that failed operations or `settle` changed).
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // Succeeded at open for the same range, so it succeeds again; it is
+        // built first so that nothing can fail while the engine is out.
+        let config =
+            MapConfig::<Guard<S>>::try_new(self.range.clone()).map_err(|_| StoreError::Internal)?;
+        let Some(engine) = self.engine.take() else {
+            return Err(StoreError::Internal);
+        };
+        let (mut guard, _stale) = engine.destroy();
+        let mut report = RecoveryReport::default();
+        let settled = block_on(settle(&mut guard, self.range.clone(), &mut report));
+        self.engine = Some(MapStorage::new(guard, config, (self.make_cache)()));
+        settled.map_err(|e| StoreError::Flash(FlashFault::of(&e)))?;
+        self.needs_recovery = false;
+        Ok(())
+    }
+
+    /// Passes `result` through, noting whether it leaves the flash in doubt.
+    fn noted<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(
+            StoreError::Flash(_)
+            | StoreError::VerifyFailed { .. }
+            | StoreError::Corrupted
+            | StoreError::Internal,
+        ) = result
+        {
+            self.needs_recovery = true;
+        }
+        result
     }
 
     /// Stores `value` under `id`, replacing any previous value; returns once
@@ -535,13 +597,16 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
                 max,
             });
         }
-        block_on(self.map.store_item(&mut self.buf.0, id, &value)).map_err(|e| match e {
-            sequential_storage::Error::ItemTooBig => StoreError::TooLarge {
-                len: value.len(),
-                max,
-            },
-            other => engine_error(other),
-        })
+        let result = self.parts().and_then(|(engine, buf)| {
+            block_on(engine.store_item(buf, id, &value)).map_err(|e| match e {
+                sequential_storage::Error::ItemTooBig => StoreError::TooLarge {
+                    len: value.len(),
+                    max,
+                },
+                other => engine_error(other),
+            })
+        });
+        self.noted(result)
     }
 
     /// Copies the value of `id` into `out` and returns that part of `out`;
@@ -552,18 +617,18 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
         id: &CubeId,
         out: &'o mut [u8],
     ) -> Result<Option<&'o [u8]>, StoreError> {
-        let found =
-            block_on(self.map.fetch_item::<&[u8]>(&mut self.buf.0, id)).map_err(engine_error)?;
-        let Some(value) = found else {
-            return Ok(None);
-        };
-        let dst = out
-            .get_mut(..value.len())
-            .ok_or(StoreError::BufferTooSmall {
-                needed: value.len(),
-            })?;
-        dst.copy_from_slice(value);
-        Ok(Some(&*dst))
+        let copied = self.get_with(id, |value| match out.get_mut(..value.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(value);
+                Ok(value.len())
+            }
+            None => Err(value.len()),
+        })?;
+        match copied {
+            None => Ok(None),
+            Some(Ok(n)) => Ok(out.get(..n)),
+            Some(Err(needed)) => Err(StoreError::BufferTooSmall { needed }),
+        }
     }
 
     /// Calls `f` with the value of `id` read into the store's own buffer (no
@@ -573,9 +638,12 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
         id: &CubeId,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
-        let found =
-            block_on(self.map.fetch_item::<&[u8]>(&mut self.buf.0, id)).map_err(engine_error)?;
-        Ok(found.map(f))
+        let result = self.parts().and_then(|(engine, buf)| {
+            block_on(engine.fetch_item::<&[u8]>(buf, id))
+                .map(|found| found.map(f))
+                .map_err(engine_error)
+        });
+        self.noted(result)
     }
 
     /// Whether `id` has a value.
@@ -589,24 +657,14 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
     /// a cut part-way leaves the newest version readable. Visits the whole
     /// log. Needs a flash that allows clearing more bits of a programmed
     /// word (see the module documentation).
-    ///
-    /// First re-checks the page markers (two small reads per page) and
-    /// settles an interrupted compaction, which only a failed earlier
-    /// operation of this session can have left (see [`Self::open_with`]).
     pub fn remove(&mut self, id: &CubeId) -> Result<(), StoreError>
     where
         S: MultiwriteNorFlash,
     {
-        let range = self.map.flash_range();
-        let mut ignored = RecoveryReport::default();
-        let changed = block_on(settle(self.map.flash(), range, false, &mut ignored))
-            .map_err(|e| StoreError::Flash(FlashFault::of(&e)))?;
-        if changed {
-            // The failed operation left the engine's cache marked dirty; any
-            // lookup makes the engine drop it before we go on.
-            block_on(self.map.fetch_item::<&[u8]>(&mut self.buf.0, id)).map_err(engine_error)?;
-        }
-        block_on(self.map.remove_item(&mut self.buf.0, id)).map_err(engine_error)
+        let result = self
+            .parts()
+            .and_then(|(engine, buf)| block_on(engine.remove_item(buf, id)).map_err(engine_error));
+        self.noted(result)
     }
 
     /// Calls `f(id, value)` once for every live record (the newest version
@@ -620,7 +678,7 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
     pub fn for_each_live<F>(
         &mut self,
         scratch: &mut [LiveSlot],
-        mut f: F,
+        f: F,
     ) -> Result<LiveSummary, StoreError>
     where
         F: FnMut(&CubeId, &[u8]) -> ControlFlow<()>,
@@ -628,37 +686,10 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
         if scratch.is_empty() {
             return Err(StoreError::BufferTooSmall { needed: 1 });
         }
-        let mut summary = LiveSummary::default();
-        let mut after: Option<CubeId> = None;
-        loop {
-            let (filled, records) = block_on(collect_batch(
-                &mut self.map,
-                &mut self.buf.0,
-                scratch,
-                after,
-            ))
-            .map_err(engine_error)?;
-            if after.is_none() {
-                summary.records = records;
-            }
-            let batch = &scratch[..filled];
-            let Some(last_id) = batch.last().map(|s| s.id) else {
-                break;
-            };
-            let (emitted, stopped) =
-                block_on(emit_batch(&mut self.map, &mut self.buf.0, batch, &mut f))
-                    .map_err(engine_error)?;
-            summary.live = summary.live.saturating_add(emitted);
-            if stopped {
-                summary.stopped = true;
-                break;
-            }
-            if filled < scratch.len() {
-                break;
-            }
-            after = Some(last_id);
-        }
-        Ok(summary)
+        let result = self
+            .parts()
+            .and_then(|(engine, buf)| live_records(engine, buf, scratch, f));
+        self.noted(result)
     }
 
     /// Number of live records (see [`Self::for_each_live`] for the cost).
@@ -669,12 +700,15 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
 
     /// Flash usage, from one read-only pass over the log.
     pub fn stats(&mut self) -> Result<StoreStats, StoreError> {
-        let range = self.map.flash_range();
-        let guard = self.map.flash();
-        let erased = guard.erased_sectors;
-        let scan = block_on(inspect::scan(guard, range.clone()))
-            .map_err(|e| StoreError::Flash(FlashFault::of(&e)))?;
-        Ok(Self::stats_from(&scan, &range, erased))
+        let range = self.range.clone();
+        let result = self.parts().and_then(|(engine, _)| {
+            let guard = engine.flash();
+            let erased = guard.erased_sectors;
+            block_on(inspect::scan(guard, range.clone()))
+                .map(|scan| Self::stats_from(&scan, &range, erased))
+                .map_err(|e| StoreError::Flash(FlashFault::of(&e)))
+        });
+        self.noted(result)
     }
 
     fn stats_from(scan: &inspect::Scan, range: &Range<u32>, erased: u32) -> StoreStats {
@@ -699,20 +733,56 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
     /// simulator's counters or fault injection). Writing to the store's
     /// range through it bypasses every guarantee of the store.
     pub fn flash_mut(&mut self) -> &mut S {
-        &mut self.map.flash().inner
-    }
-
-    /// Closes the store, giving back the flash and the cache (which stays
-    /// valid for reopening while the flash is not changed meanwhile).
-    pub fn release(self) -> (S, C) {
-        let (guard, cache) = self.map.destroy();
-        (guard.inner, cache)
+        // `engine` is `None` only inside `recover`, which always puts it
+        // back before returning, so it is `Some` whenever a caller can be
+        // here.
+        let engine = self.engine.as_mut().expect("engine present between calls");
+        &mut engine.flash().inner
     }
 
     /// Closes the store, giving back the flash.
     pub fn into_flash(self) -> S {
-        self.release().0
+        // See `flash_mut`: `engine` is always `Some` between calls.
+        let engine = self.engine.expect("engine present between calls");
+        engine.destroy().0.inner
     }
+}
+
+/// Both passes of [`FlashStore::for_each_live`], batch by batch.
+fn live_records<S: NorFlash, C: CacheImpl<CubeId>, F>(
+    engine: &mut Engine<S, C>,
+    buf: &mut [u8],
+    scratch: &mut [LiveSlot],
+    mut f: F,
+) -> Result<LiveSummary, StoreError>
+where
+    F: FnMut(&CubeId, &[u8]) -> ControlFlow<()>,
+{
+    let mut summary = LiveSummary::default();
+    let mut after: Option<CubeId> = None;
+    loop {
+        let (filled, records) =
+            block_on(collect_batch(engine, buf, scratch, after)).map_err(engine_error)?;
+        if after.is_none() {
+            summary.records = records;
+        }
+        let batch = &scratch[..filled];
+        let Some(last_id) = batch.last().map(|s| s.id) else {
+            break;
+        };
+        let (emitted, stopped) =
+            block_on(emit_batch(engine, buf, batch, &mut f)).map_err(engine_error)?;
+        summary.live = summary.live.saturating_add(emitted);
+        if stopped {
+            summary.stopped = true;
+            break;
+        }
+        if filled < scratch.len() {
+            break;
+        }
+        after = Some(last_id);
+    }
+    Ok(summary)
 }
 
 /// Brings the log into a state in which every engine operation is safe,
@@ -720,24 +790,26 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
 ///
 /// 1. *Half-erased pages* (an erase cut short after it cleared the start
 ///    marker): the engine would erase them too, on first contact.
-/// 2. *Dirty erased-looking pages* (`check_blank` only; costs a read of
-///    every open page): markers erased, contents not. The engine never reads
+/// 2. *Dirty erased-looking pages* (costs a read of every open page):
+///    markers erased, contents not. The engine never reads
 ///    records from such a page but would append on top of the leftovers.
 /// 3. *The target of an interrupted compaction*: a filling page followed by
 ///    a full page. The engine was copying the full page's live records into
 ///    the filling one. Those copies are all there is in it (a `put` in this
-///    state repairs first; only a cut can leave it), and the originals are
-///    intact, so erasing it loses nothing — it is the first step of the
-///    engine's own repair, which redoes the copy at the next `put`. Doing it
-///    here, before any `remove`, matters: a `remove` cut short in this state
-///    invalidates the original but not yet the copy, and the engine's repair
-///    would then erase the only valid record (found by the power-cut tests).
+///    state repairs first; only a failed operation can leave it), and the
+///    originals are intact, so erasing it loses nothing — it is the first
+///    step of the engine's own repair, which redoes the copy at the next
+///    `put`. Doing it here, before any `remove`, matters: a `remove` cut
+///    short in this state invalidates the original but not yet the copy,
+///    and the engine's repair would then erase the only valid record (found
+///    by the power-cut tests). `settle` runs at open and, after a failed
+///    operation, before the next call, so no `remove` ever runs in this
+///    state.
 ///
 /// Returns whether anything was erased.
 async fn settle<S: NorFlash>(
     guard: &mut Guard<S>,
     range: Range<u32>,
-    check_blank: bool,
     report: &mut RecoveryReport,
 ) -> Result<bool, GuardError<S::Error>> {
     use inspect::PageState;
@@ -752,7 +824,7 @@ async fn settle<S: NorFlash>(
                 report.pages_half_erased = report.pages_half_erased.saturating_add(1);
                 true
             }
-            PageState::Open if check_blank && !inspect::is_blank(guard, page).await? => {
+            PageState::Open if !inspect::is_blank(guard, page).await? => {
                 report.pages_dirty = report.pages_dirty.saturating_add(1);
                 true
             }
@@ -780,7 +852,7 @@ async fn settle<S: NorFlash>(
 /// each with the position of its last valid record in log order. Returns
 /// (slots filled, valid records seen).
 async fn collect_batch<S: NorFlash, C: CacheImpl<CubeId>>(
-    map: &mut MapStorage<CubeId, Guard<S>, C>,
+    map: &mut Engine<S, C>,
     buf: &mut [u8],
     slots: &mut [LiveSlot],
     after: Option<CubeId>,
@@ -829,7 +901,7 @@ fn note(slots: &mut [LiveSlot], filled: &mut usize, id: CubeId, pos: u32) {
 /// Pass 2 of a batch: call `f` for each record that is the last of its id.
 /// Returns (records passed to `f`, whether `f` stopped).
 async fn emit_batch<S: NorFlash, C: CacheImpl<CubeId>, F>(
-    map: &mut MapStorage<CubeId, Guard<S>, C>,
+    map: &mut Engine<S, C>,
     buf: &mut [u8],
     slots: &[LiveSlot],
     f: &mut F,

@@ -21,7 +21,7 @@ use super::quant::quantize_i8;
 use crate::fetch::ModelFiles;
 use crate::fingerprint::{Fingerprint, update_framed};
 
-/// Longest input in tokens, [CLS] and [SEP] included (sentence-transformers'
+/// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers'
 /// `max_seq_length` for all-MiniLM-L6-v2); longer text is truncated.
 pub const MAX_TOKENS: usize = 256;
 /// Texts per forward pass unless [`EmbedderOptions::max_batch`] says
@@ -139,6 +139,9 @@ pub struct Embedder {
     plan: Arc<TypedRunnableModel>,
     fingerprint: CoreFingerprint,
     dim: usize,
+    /// Ids at or above this are refused (the tokenizer's vocabulary, which
+    /// load checked fits the model's embedding table).
+    vocab: usize,
     options: EmbedderOptions,
     onnx_path: PathBuf,
 }
@@ -205,6 +208,7 @@ impl Embedder {
             "embedder loaded"
         );
         Ok(Self {
+            vocab: tokenizer.get_vocab_size(true),
             tokenizer,
             plan,
             fingerprint: paths.fingerprint(),
@@ -312,13 +316,13 @@ impl Embedder {
 
     /// One forward pass over `batch`, padded to its longest input.
     fn run_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let vocab = self.tokenizer.get_vocab_size(true);
+        let vocab = self.vocab;
         let seq = batch.iter().map(|b| b.len()).max().unwrap_or(0);
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         if batch.iter().any(|b| b.is_empty()) || seq > MAX_TOKENS {
-            return Err(EmbedError::Tokenizer(format!(
+            return Err(EmbedError::InvalidInput(format!(
                 "token inputs must hold 1..={MAX_TOKENS} ids"
             )));
         }
@@ -327,7 +331,7 @@ impl Embedder {
             .flat_map(|b| b.iter())
             .find(|&&id| id as usize >= vocab)
         {
-            return Err(EmbedError::Tokenizer(format!(
+            return Err(EmbedError::InvalidInput(format!(
                 "token id {bad} is outside the {vocab}-token vocabulary"
             )));
         }

@@ -37,6 +37,10 @@ pub enum EmbedError {
     /// `tokenizer.json` could not be loaded, or tokenizing failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// Token ids given to [`super::Embedder::embed_token_ids`] are empty,
+    /// too long or outside the vocabulary.
+    #[error("invalid token input: {0}")]
+    InvalidInput(String),
     /// tract refused the graph or failed while running it.
     #[error("inference: {0}")]
     Runtime(String),

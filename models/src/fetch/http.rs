@@ -125,7 +125,8 @@ impl Http {
             }
             let chunk = &buf[..n];
             hasher.update(chunk);
-            file.write_all(chunk).map_err(FetchError::io("writing", dest))?;
+            file.write_all(chunk)
+                .map_err(FetchError::io("writing", dest))?;
             bar.inc(n as u64);
         }
         bar.finish_and_clear();
@@ -145,7 +146,12 @@ impl Http {
                 actual,
             });
         }
-        debug!(url, bytes = total, secs = started.elapsed().as_secs_f64(), "downloaded");
+        debug!(
+            url,
+            bytes = total,
+            secs = started.elapsed().as_secs_f64(),
+            "downloaded"
+        );
         Ok(())
     }
 }

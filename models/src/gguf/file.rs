@@ -9,9 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::GgufError;
 use super::parse::{Gguf, TensorInfo};
-use super::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ8_0, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES,
-};
+use super::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use super::types::GgmlType;
 use crate::fingerprint::Fingerprint;
 
@@ -168,7 +166,7 @@ impl<'a> TensorView<'a> {
         self.data
     }
 
-    fn expect(&self, ty: GgmlType, op: &'static str) -> Result<(), GgufError> {
+    fn require_type(&self, ty: GgmlType, op: &'static str) -> Result<(), GgufError> {
         if self.ty() == ty {
             Ok(())
         } else {
@@ -210,7 +208,7 @@ impl<'a> TensorView<'a> {
     /// aligned (never for [`GgufFile::open`], whose data offsets are aligned
     /// within a page-aligned map) or on big-endian targets.
     pub fn as_f32(&self) -> Result<&'a [f32], GgufError> {
-        self.expect(GgmlType::F32, "as_f32")?;
+        self.require_type(GgmlType::F32, "as_f32")?;
         let unaligned = || GgufError::UnalignedData {
             name: self.name().to_owned(),
             ty: self.ty(),
@@ -232,26 +230,26 @@ impl<'a> TensorView<'a> {
 
     /// The data as little-endian f16 values (F16 tensors only).
     pub fn f16_values(&self) -> Result<&'a [[u8; 2]], GgufError> {
-        self.expect(GgmlType::F16, "f16_values")?;
+        self.require_type(GgmlType::F16, "f16_values")?;
         Ok(self.data.as_chunks::<2>().0)
     }
 
     /// The data as Q4_0 blocks (Q4_0 tensors only).
     pub fn q4_0_blocks(&self) -> Result<&'a [BlockQ4_0], GgufError> {
-        self.expect(GgmlType::Q4_0, "q4_0_blocks")?;
+        self.require_type(GgmlType::Q4_0, "q4_0_blocks")?;
         Ok(self.data.as_chunks::<Q4_0_BYTES>().0)
     }
 
     /// The data as Q4_1 blocks (Q4_1 tensors only); row `r` is blocks
     /// `r·k .. (r+1)·k` with `k = ne0 / 32`.
     pub fn q4_1_blocks(&self) -> Result<&'a [BlockQ4_1], GgufError> {
-        self.expect(GgmlType::Q4_1, "q4_1_blocks")?;
+        self.require_type(GgmlType::Q4_1, "q4_1_blocks")?;
         Ok(self.data.as_chunks::<Q4_1_BYTES>().0)
     }
 
     /// The data as Q8_0 blocks (Q8_0 tensors only).
     pub fn q8_0_blocks(&self) -> Result<&'a [BlockQ8_0], GgufError> {
-        self.expect(GgmlType::Q8_0, "q8_0_blocks")?;
+        self.require_type(GgmlType::Q8_0, "q8_0_blocks")?;
         Ok(self.data.as_chunks::<Q8_0_BYTES>().0)
     }
 

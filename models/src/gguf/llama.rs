@@ -77,6 +77,8 @@ impl LlamaParams {
 
     /// Dimension of one attention head (`embedding_length / head_count`).
     pub fn head_dim(&self) -> u32 {
-        self.embedding_length.checked_div(self.head_count).unwrap_or(0)
+        self.embedding_length
+            .checked_div(self.head_count)
+            .unwrap_or(0)
     }
 }

@@ -253,6 +253,8 @@ impl TensorInfo {
 
     /// Elements in one row (`ne0`).
     pub fn row_len(&self) -> u64 {
+        // `dims` has 1 to 4 entries: infos are only built by `Gguf::parse`,
+        // which refuses any other dimension count.
         self.dims[0]
     }
 
@@ -344,12 +346,13 @@ impl Gguf {
         }
         let header_len = cur.offset();
         let file_len = bytes.len() as u64;
-        let data_offset = header_len
-            .checked_next_multiple_of(alignment)
-            .ok_or(GgufError::DataPastEof {
-                data_offset: u64::MAX,
-                file_len,
-            })?;
+        let data_offset =
+            header_len
+                .checked_next_multiple_of(alignment)
+                .ok_or(GgufError::DataPastEof {
+                    data_offset: u64::MAX,
+                    file_len,
+                })?;
         if data_offset > file_len && !raw.is_empty() {
             return Err(GgufError::DataPastEof {
                 data_offset,

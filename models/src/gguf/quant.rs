@@ -165,8 +165,7 @@ pub fn dot_q8_0_f32(blocks: &[BlockQ8_0], x: &[f32]) -> Result<f32, GgufError> {
     for (b, xb) in blocks.iter().zip(xs) {
         let d = f16_at(b, 0);
         for j in 0..16 {
-            let qx =
-                f32::from(b[2 + j] as i8) * xb[j] + f32::from(b[18 + j] as i8) * xb[j + 16];
+            let qx = f32::from(b[2 + j] as i8) * xb[j] + f32::from(b[18 + j] as i8) * xb[j + 16];
             acc[j] += d * qx;
         }
     }
@@ -237,7 +236,11 @@ mod tests {
             let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             let m = f16_to_f32(u16::from_le_bytes([b[2], b[3]]));
             for i in 0..QK {
-                let q = if i < 16 { b[4 + i] & 15 } else { b[4 + i - 16] >> 4 };
+                let q = if i < 16 {
+                    b[4 + i] & 15
+                } else {
+                    b[4 + i - 16] >> 4
+                };
                 assert_eq!(out[bi * QK + i], f32::from(q) * d + m);
             }
         }
@@ -264,14 +267,21 @@ mod tests {
         for (bi, b) in blocks.iter().enumerate() {
             let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             for i in 0..QK {
-                let q = if i < 16 { b[2 + i] & 15 } else { b[2 + i - 16] >> 4 };
+                let q = if i < 16 {
+                    b[2 + i] & 15
+                } else {
+                    b[2 + i - 16] >> 4
+                };
                 assert_eq!(out[bi * QK + i], (f32::from(q) - 8.0) * d);
             }
         }
     }
 
     fn naive_dot(w: &[f32], x: &[f32]) -> f64 {
-        w.iter().zip(x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum()
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum()
     }
 
     #[test]
@@ -289,7 +299,10 @@ mod tests {
         dequantize_q4_1(blocks, &mut w).unwrap();
         let got = f64::from(dot_q4_1_f32(blocks, &x).unwrap());
         let want = naive_dot(&w, &x);
-        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
 
         let mut raw = pseudo_random(Q8_0_BYTES * n_blocks, 6);
         sane_scales(&mut raw, Q8_0_BYTES, 1);
@@ -297,7 +310,10 @@ mod tests {
         dequantize_q8_0(blocks, &mut w).unwrap();
         let got = f64::from(dot_q8_0_f32(blocks, &x).unwrap());
         let want = naive_dot(&w, &x);
-        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
     }
 
     #[test]
@@ -305,7 +321,11 @@ mod tests {
         let blocks = [[0u8; Q4_1_BYTES]; 2];
         assert!(matches!(
             dot_q4_1_f32(&blocks, &[0.0; 63]),
-            Err(GgufError::LengthMismatch { expected: 64, got: 63, .. })
+            Err(GgufError::LengthMismatch {
+                expected: 64,
+                got: 63,
+                ..
+            })
         ));
         let mut out = [0f32; 65];
         assert!(dequantize_q4_1(&blocks, &mut out).is_err());

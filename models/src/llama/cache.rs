@@ -173,7 +173,14 @@ impl KvCache {
     /// Writes host values (`[kv_heads][n][head_dim]` f32, as produced by
     /// [`Self::export_layer`]) for layer `layer` at positions
     /// `start..start + n`; [`Self::reserve`] must have made room.
-    pub(crate) fn import_layer(&mut self, layer: usize, start: usize, n: usize, k: Vec<f32>, v: Vec<f32>) {
+    pub(crate) fn import_layer(
+        &mut self,
+        layer: usize,
+        start: usize,
+        n: usize,
+        k: Vec<f32>,
+        v: Vec<f32>,
+    ) {
         let (h, d) = (self.kv_heads, self.head_dim);
         let k = Tensor::<3>::from_data(TensorData::new(k, [h, n, d]), &self.device);
         let v = Tensor::<3>::from_data(TensorData::new(v, [h, n, d]), &self.device);

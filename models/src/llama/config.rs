@@ -84,20 +84,29 @@ impl LlamaConfig {
                 self.hidden, self.heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim > usize::from(u16::MAX) {
-            return bad(format!("head dimension {} must be even (RoPE pairs)", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) || self.head_dim > usize::from(u16::MAX) {
+            return bad(format!(
+                "head dimension {} must be even (RoPE pairs)",
+                self.head_dim
+            ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 self.heads, self.kv_heads
             ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            return bad(format!("rope.freq_base {} must be finite and > 1", self.rope_theta));
+            return bad(format!(
+                "rope.freq_base {} must be finite and > 1",
+                self.rope_theta
+            ));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
-            return bad(format!("rms epsilon {} must be finite and > 0", self.rms_eps));
+            return bad(format!(
+                "rms epsilon {} must be finite and > 0",
+                self.rms_eps
+            ));
         }
         Ok(())
     }

@@ -4,15 +4,18 @@
 //! like the architecture and the file format stays here.
 
 use burn::module::Param;
-use burn::nn::{Linear, RmsNorm};
+use burn::nn::RmsNorm;
 use burn::tensor::{Device, Tensor, TensorData};
 use tracing::debug;
 
 use super::config::LlamaConfig;
 use super::error::LlmError;
 use super::model::{Attention, Block, Llama, Mlp};
+use super::host::{HostMatrix, HostType};
+use super::quant::{BLOCK, Numerics, QLinear};
 use super::rope::Rope;
-use crate::gguf::{GgufFile, LlamaParams, TensorView};
+use crate::gguf::quant::f16_to_f32;
+use crate::gguf::{GgmlType, GgufFile, LlamaParams, TensorView};
 
 /// Reads the hyper-parameters of a GGUF `llama` model.
 pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, LlmError> {
@@ -27,12 +30,32 @@ pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, L
 /// burn's matmuls read through strides without a copy. Fails with a typed
 /// error for a missing tensor, a wrong shape or an unsupported type.
 pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result<Llama, LlmError> {
+    load_llama_with(gguf, device, false)
+}
+
+/// [`load_llama`], also keeping a host copy of every Q4_1/Q8_0 matrix's
+/// blocks (≈ 97 MB for SmolLM2-135M) when `host_decode` is set, so that
+/// one-token steps on the CPU read quantised weights instead of f32
+/// ([`super::HostMatrix`]).
+pub fn load_llama_with<D: AsRef<[u8]>>(
+    gguf: &GgufFile<D>,
+    device: &Device,
+    host_decode: bool,
+) -> Result<Llama, LlmError> {
     let config = llama_config(gguf)?;
     let c = &config;
-    let loader = Loader { gguf, device };
+    let loader = Loader {
+        gguf,
+        device,
+        host: host_decode,
+    };
     let token_embd = loader.matrix("token_embd.weight", c.vocab, c.hidden)?;
     let output = if gguf.tensor_info("output.weight").is_ok() {
-        Some(Param::from_tensor(loader.matrix("output.weight", c.vocab, c.hidden)?))
+        Some(Param::from_tensor(loader.matrix(
+            "output.weight",
+            c.vocab,
+            c.hidden,
+        )?))
     } else {
         None
     };
@@ -60,8 +83,14 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         });
     }
     let norm = loader.norm("output_norm.weight", c)?;
+    let head_name = if output.is_some() { "output.weight" } else { "token_embd.weight" };
+    let head_host = loader.host_matrix(head_name, c.vocab, c.hidden)?;
     let rope = Rope::new(c.head_dim, c.context, c.rope_theta, device);
-    debug!(layers = c.layers, tied = output.is_none(), "llama weights loaded");
+    debug!(
+        layers = c.layers,
+        tied = output.is_none(),
+        "llama weights loaded"
+    );
     Ok(Llama {
         token_embd: Param::from_tensor(token_embd),
         output,
@@ -69,12 +98,16 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         norm,
         rope,
         config,
+        numerics: Numerics::default(),
+        head_host,
+        host_decode,
     })
 }
 
 struct Loader<'a, D> {
     gguf: &'a GgufFile<D>,
     device: &'a Device,
+    host: bool,
 }
 
 impl<D: AsRef<[u8]>> Loader<'_, D> {
@@ -100,14 +133,63 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>, LlmError> {
         let view = self.view(name, &[cols as u64, rows as u64])?;
         let data = dequantize_rows(&view, rows, cols)?;
-        Ok(Tensor::from_data(TensorData::new(data, [rows, cols]), self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(data, [rows, cols]),
+            self.device,
+        ))
     }
 
-    fn linear(&self, name: &str, d_in: usize, d_out: usize) -> Result<Linear, LlmError> {
-        let w = self.matrix(name, d_out, d_in)?;
-        Ok(Linear {
+    /// A host copy of a Q4_1/Q8_0 matrix's blocks when host decoding was
+    /// asked for; `None` otherwise or for other types.
+    fn host_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<HostMatrix>, LlmError> {
+        if !self.host {
+            return Ok(None);
+        }
+        let view = self.view(name, &[cols as u64, rows as u64])?;
+        let ty = match view.ty() {
+            GgmlType::Q4_1 => HostType::Q4_1,
+            GgmlType::Q8_0 => HostType::Q8_0,
+            _ => return Ok(None),
+        };
+        Ok(HostMatrix::new(ty, rows, cols, view.data()))
+    }
+
+    /// A linear layer `[d_in → d_out]` from a GGUF `[d_out, d_in]` matrix.
+    /// Q4_1 weights are split into `d·q` and per-block minimums (see
+    /// [`QLinear`]); other types are dequantised whole.
+    fn linear(&self, name: &str, d_in: usize, d_out: usize) -> Result<QLinear, LlmError> {
+        let view = self.view(name, &[d_in as u64, d_out as u64])?;
+        if view.ty() != GgmlType::Q4_1 || !d_in.is_multiple_of(BLOCK) {
+            let w = dequantize_rows(&view, d_out, d_in)?;
+            let w = Tensor::<2>::from_data(TensorData::new(w, [d_out, d_in]), self.device);
+            return Ok(QLinear {
+                weight: Param::from_tensor(w.transpose()),
+                mins: None,
+                host: self.host_matrix(name, d_out, d_in)?,
+            });
+        }
+        let blocks = view.q4_1_blocks()?;
+        let per_row = d_in / BLOCK;
+        let mut scaled = vec![0f32; d_out * d_in];
+        let mut mins = vec![0f32; d_out * per_row];
+        for ((b, out), m) in blocks
+            .iter()
+            .zip(scaled.chunks_exact_mut(BLOCK))
+            .zip(mins.iter_mut())
+        {
+            let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            *m = f16_to_f32(u16::from_le_bytes([b[2], b[3]]));
+            for j in 0..16 {
+                out[j] = f32::from(b[4 + j] & 0x0f) * d;
+                out[j + 16] = f32::from(b[4 + j] >> 4) * d;
+            }
+        }
+        let w = Tensor::<2>::from_data(TensorData::new(scaled, [d_out, d_in]), self.device);
+        let m = Tensor::<2>::from_data(TensorData::new(mins, [d_out, per_row]), self.device);
+        Ok(QLinear {
             weight: Param::from_tensor(w.transpose()),
-            bias: None,
+            mins: Some(Param::from_tensor(m.transpose())),
+            host: self.host_matrix(name, d_out, d_in)?,
         })
     }
 
@@ -128,7 +210,9 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
 /// the rows over the available cores.
 fn dequantize_rows(view: &TensorView<'_>, rows: usize, cols: usize) -> Result<Vec<f32>, LlmError> {
     let mut out = vec![0f32; rows * cols];
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
     let rows_per = rows.div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = out

@@ -12,23 +12,33 @@
 //! - [`Backend`]: `cpu` (burn's `flex`; `burn-ndarray` is deprecated in
 //!   burn 0.22) or `wgpu` (Vulkan/Metal/DX12; Mesa lavapipe in CI).
 //!
-//! Numerics: weights are dequantised to f32 at load and every matmul runs
-//! in f32, while llama.cpp multiplies Q4_1 weights by activations
-//! quantised to 8 bits; logits differ slightly (≈ 0.1 typical), which is
-//! why the llama.cpp agreement test tolerates divergence only at near-ties.
+//! Numerics ([`Numerics`]): by default the forward pass rounds where
+//! llama.cpp's CPU path rounds — matmul inputs to 8-bit blocks (Q8_1 for
+//! the Q4_1 projections, Q8_0 for the Q8_0 LM head), keys, values, queries
+//! and attention probabilities to f16 — with weights dequantised exactly
+//! (Q4_1 as `d·q` plus per-block minimums, so `d_w·d_x·Σq_w q_x + m_w·s_x`
+//! is reproduced). [`Numerics::F32`] computes everything in f32 instead.
+//! 8-bit activation rounding makes the arithmetic chaotic: two evaluation
+//! orders of the same prompt (batch prefill vs one token at a time) differ
+//! by up to ~1 logit in either implementation, so llama.cpp's tokens can
+//! only be reproduced up to near-ties; `models/README.md` has the numbers.
 
 mod backend;
 mod cache;
 mod config;
+mod host;
 mod error;
 mod loader;
 mod model;
+mod quant;
 mod rope;
 
 pub use backend::Backend;
 pub use cache::KvCache;
 pub use config::LlamaConfig;
+pub use host::{HostMatrix, HostType, Q8Row};
 pub use error::LlmError;
-pub use loader::{llama_config, load_llama};
+pub use loader::{llama_config, load_llama, load_llama_with};
 pub use model::{Attention, Block, Llama, Logits, Mlp};
+pub use quant::{Numerics, QLinear, quantize_q8, round_f16};
 pub use rope::Rope;

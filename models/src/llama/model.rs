@@ -4,28 +4,59 @@
 //! Shapes use one sequence (no batch axis): activations are `[seq, hidden]`.
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, RmsNorm};
-use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::nn::RmsNorm;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::error::LlmError;
+use super::host::{HostMatrix, Q8Row};
+use super::quant::{Numerics, QLinear};
 use super::rope::Rope;
+
+/// What every block needs to know about the current forward call.
+struct Pass<'a> {
+    /// RoPE tables.
+    rope: &'a Rope,
+    /// Absolute position of the first input token.
+    start: usize,
+    /// Additive causal mask `[seq, start + seq]`; none for one token.
+    mask: Option<&'a Tensor<2>>,
+    /// How to round.
+    numerics: Numerics,
+    /// Run one-row projections through the host kernels.
+    host: bool,
+}
+
+/// A one-row tensor's values on the host.
+fn host_row(x: Tensor<2>) -> Result<Vec<f32>, LlmError> {
+    x.try_into_vec_as::<f32>()
+        .map_err(|e| LlmError::Backend(format!("reading activations: {e:?}")))
+}
+
+/// `x` quantised to Q8 blocks on the host.
+fn host_q8(x: Tensor<2>) -> Result<Q8Row, LlmError> {
+    Ok(Q8Row::quantize(&host_row(x)?))
+}
+
+/// The host kernels are loaded for every matrix (checked at load); a
+/// missing one here is an internal error, reported rather than panicking.
+fn missing_host() -> LlmError {
+    LlmError::Backend("host weights missing for the CPU decode path".into())
+}
 
 /// Grouped-query self-attention with RoPE and a KV cache.
 #[derive(Module, Debug)]
 pub struct Attention {
     /// Query projection, `[hidden, heads·head_dim]`.
-    pub q: Linear,
+    pub q: QLinear,
     /// Key projection, `[hidden, kv_heads·head_dim]`.
-    pub k: Linear,
+    pub k: QLinear,
     /// Value projection, `[hidden, kv_heads·head_dim]`.
-    pub v: Linear,
+    pub v: QLinear,
     /// Output projection, `[heads·head_dim, hidden]`.
-    pub o: Linear,
+    pub o: QLinear,
     /// Query heads.
     #[module(skip)]
     pub heads: usize,
@@ -38,55 +69,64 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Attends `x` (`[seq, hidden]`, positions `start..start + seq`) to
-    /// itself and to the cached positions `0..start`, storing its keys and
-    /// values in `cache` at layer `layer`.
+    /// Attends `x` (`[seq, hidden]`, positions `pass.start..`) to itself
+    /// and to the cached positions before it, storing its keys and values
+    /// in `cache` at layer `layer`.
+    ///
+    /// Rounding follows llama.cpp's f16 KV cache: keys and values are
+    /// stored as f16, queries are rounded to f16 for `QKᵀ`, and the
+    /// attention probabilities to f16 for `PV`.
     fn forward(
         &self,
         x: Tensor<2>,
-        rope: &Rope,
+        pass: &Pass<'_>,
         cache: &mut KvCache,
         layer: usize,
-        start: usize,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>, LlmError> {
+        let (rope, start, mask, nx) = (pass.rope, pass.start, pass.mask, pass.numerics);
         let [seq, hidden] = x.dims();
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
-        let q = rope.apply(split(self.q.forward(x.clone()), h), start);
-        let k = rope.apply(split(self.k.forward(x.clone()), kvh), start);
-        let v = split(self.v.forward(x), kvh);
+        let (q, k, v) = if pass.host {
+            let device = x.device();
+            let xr = host_q8(x)?;
+            let project = |l: &QLinear| l.forward_host(&xr, &device).ok_or_else(missing_host);
+            (project(&self.q)?, project(&self.k)?, project(&self.v)?)
+        } else {
+            let x = nx.quantize(x);
+            (
+                self.q.forward_quantized(&x),
+                self.k.forward_quantized(&x),
+                self.v.forward_quantized(&x),
+            )
+        };
+        let q = nx.round_f16(rope.apply(split(q, h), start));
+        let k = nx.round_f16(rope.apply(split(k, kvh), start));
+        let v = nx.round_f16(split(v, kvh));
         cache.write(layer, start, k.clone(), v.clone());
         let total = start + seq;
         let (k, v) = cache.read(layer, total).unwrap_or((k, v));
-        let out = if seq == 1 {
-            // One query per head: fold each KV head's group of query heads
-            // into the query axis, so K and V are used without copies.
-            let q = q.reshape([1, kvh, group, d]);
-            let o = attention(
-                q,
-                k.unsqueeze::<4>(),
-                v.unsqueeze::<4>(),
-                None,
-                None,
-                AttentionModuleOptions::default(),
-            );
-            o.reshape([h, 1, d])
-        } else {
-            // Query head i reads KV head i / group.
-            let expand = |t: Tensor<3>| {
-                t.unsqueeze_dim::<4>(1)
-                    .expand([kvh, group, total, d])
-                    .reshape([1, h, total, d])
-            };
-            let options = AttentionModuleOptions {
-                is_causal: true,
-                ..AttentionModuleOptions::default()
-            };
-            let o = attention(q.unsqueeze::<4>(), expand(k), expand(v), None, None, options);
-            o.reshape([h, seq, d])
+        let scale = 1.0 / (d as f32).sqrt();
+        // Query head i reads KV head i / group: fold each group of query
+        // heads into the rows of its KV head, [kvh, group·seq, d].
+        let q = q.reshape([kvh, group * seq, d]);
+        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
+        let scores = match mask {
+            Some(m) => {
+                let m = m.clone().unsqueeze::<3>().expand([group, seq, total]);
+                scores + m.reshape([1, group * seq, total])
+            }
+            None => scores,
         };
-        self.o.forward(out.swap_dims(0, 1).reshape([seq, hidden]))
+        let p = nx.round_f16(softmax(scores, 2));
+        let out = p.matmul(v).reshape([h, seq, d]);
+        let out = out.swap_dims(0, 1).reshape([seq, hidden]);
+        if pass.host {
+            let device = out.device();
+            return self.o.forward_host(&host_q8(out)?, &device).ok_or_else(missing_host);
+        }
+        Ok(self.o.forward(out, nx))
     }
 }
 
@@ -94,17 +134,29 @@ impl Attention {
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection, `[hidden, ffn]`.
-    pub gate: Linear,
+    pub gate: QLinear,
     /// Up projection, `[hidden, ffn]`.
-    pub up: Linear,
+    pub up: QLinear,
     /// Down projection, `[ffn, hidden]`.
-    pub down: Linear,
+    pub down: QLinear,
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let g = silu(self.gate.forward(x.clone()));
-        self.down.forward(g * self.up.forward(x))
+    fn forward(&self, x: Tensor<2>, pass: &Pass<'_>) -> Result<Tensor<2>, LlmError> {
+        if pass.host {
+            let device = x.device();
+            let xr = host_q8(x)?;
+            let g = self.gate.gemv_host(&xr).ok_or_else(missing_host)?;
+            let u = self.up.gemv_host(&xr).ok_or_else(missing_host)?;
+            // SwiGLU on the host: silu(g)·u, as ggml's swiglu computes it.
+            let h: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let hr = Q8Row::quantize(&h);
+            return self.down.forward_host(&hr, &device).ok_or_else(missing_host);
+        }
+        let nx = pass.numerics;
+        let x = nx.quantize(x);
+        let g = silu(self.gate.forward_quantized(&x));
+        Ok(self.down.forward(g * self.up.forward_quantized(&x), nx))
     }
 }
 
@@ -125,13 +177,13 @@ impl Block {
     fn forward(
         &self,
         x: Tensor<2>,
-        rope: &Rope,
+        pass: &Pass<'_>,
         cache: &mut KvCache,
         layer: usize,
-        start: usize,
-    ) -> Tensor<2> {
-        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), rope, cache, layer, start);
-        h.clone() + self.mlp.forward(self.ffn_norm.forward(h))
+    ) -> Result<Tensor<2>, LlmError> {
+        let normed = self.attn_norm.forward(x.clone());
+        let h = x + self.attn.forward(normed, pass, cache, layer)?;
+        Ok(h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass)?)
     }
 }
 
@@ -169,9 +221,32 @@ pub struct Llama {
     /// Hyper-parameters.
     #[module(skip)]
     pub config: LlamaConfig,
+    /// How intermediate values are rounded.
+    #[module(skip)]
+    pub numerics: Numerics,
+    /// The LM head's GGUF blocks in host memory (CPU decode path).
+    #[module(skip)]
+    pub head_host: Option<HostMatrix>,
+    /// Decode single tokens with the host kernels when they are loaded
+    /// (CPU backend, [`Numerics::Ggml`]).
+    #[module(skip)]
+    pub host_decode: bool,
 }
 
 impl Llama {
+    /// Whether one-token steps run on the host kernels: enabled, Ggml
+    /// numerics, and every matrix has its host blocks.
+    pub fn host_decode_ready(&self) -> bool {
+        self.host_decode
+            && self.numerics == Numerics::Ggml
+            && self.head_host.is_some()
+            && self.blocks.iter().all(|b| {
+                [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.mlp.gate, &b.mlp.up, &b.mlp.down]
+                    .iter()
+                    .all(|l| l.host.is_some())
+            })
+    }
+
     /// Runs `tokens` at positions `cache.len()..`, appends their keys and
     /// values to `cache`, and returns logits (`[1 or seq, vocab]`).
     ///
@@ -205,8 +280,17 @@ impl Llama {
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &device);
         let mut x = self.token_embd.val().select(0, ids);
+        let mask = (seq > 1).then(|| causal_mask(seq, start, &device));
+        let host = seq == 1 && self.host_decode_ready();
+        let pass = Pass {
+            rope: &self.rope,
+            start,
+            mask: mask.as_ref(),
+            numerics: self.numerics,
+            host,
+        };
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, &self.rope, cache, layer, start);
+            x = block.forward(x, &pass, cache, layer)?;
         }
         cache.set_len(total);
 
@@ -214,8 +298,30 @@ impl Llama {
             Logits::Last if seq > 1 => x.slice([seq - 1..seq, 0..self.config.hidden]),
             _ => x,
         };
-        let x = self.norm.forward(x);
+        // The LM head is a Q8_0 matrix in llama.cpp: its input is
+        // quantised to Q8_0 blocks like any other matmul input.
+        if host && logits == Logits::Last {
+            if let Some(m) = &self.head_host {
+                let xr = host_q8(self.norm.forward(x))?;
+                let mut out = vec![0f32; m.rows()];
+                m.gemv(&xr, &mut out);
+                return Ok(Tensor::from_data(TensorData::new(out, [1, m.rows()]), &device));
+            }
+        }
+        let (x, _) = self.numerics.quantize(self.norm.forward(x));
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
         Ok(x.matmul(head.transpose()))
     }
+}
+
+/// The additive causal mask for `seq` queries at positions
+/// `start..start + seq` over keys `0..start + seq`: 0 where a query may
+/// look, −∞ after its own position.
+fn causal_mask(seq: usize, start: usize, device: &Device) -> Tensor<2> {
+    let total = start + seq;
+    let mut m = vec![0f32; seq * total];
+    for (i, row) in m.chunks_mut(total).enumerate() {
+        row[start + i + 1..].fill(f32::NEG_INFINITY);
+    }
+    Tensor::from_data(TensorData::new(m, [seq, total]), device)
 }

@@ -27,16 +27,16 @@ impl Rope {
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
-        // Angles in f64: exact enough that position 8191 still rotates to
-        // within f32 rounding of the true angle.
-        let freqs: Vec<f64> = (0..half)
-            .map(|i| f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64))
-            .collect();
+        // llama.cpp's `ggml_rope_cache_init`, operation for operation in
+        // f32: θ starts at the position and is multiplied by
+        // `base^(-2/d)` once per pair, so our rotations are bit-identical.
+        let theta_scale = theta.powf(-2.0 / head_dim as f32);
         for p in 0..positions {
-            for f in &freqs {
-                let a = p as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
+            let mut t = p as f32;
+            for _ in 0..half {
+                cos.push(t.cos());
+                sin.push(t.sin());
+                t *= theta_scale;
             }
         }
         Self {

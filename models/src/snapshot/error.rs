@@ -17,7 +17,7 @@ use crate::fingerprint::Fingerprint;
 #[non_exhaustive]
 pub enum SnapshotError {
     /// Reading or writing the file failed.
-    #[error("snapshot file {path}: {source}")]
+    #[error("snapshot file {path}")]
     Io {
         /// The file.
         path: PathBuf,

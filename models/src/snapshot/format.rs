@@ -165,7 +165,11 @@ impl SnapshotHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let Some(b) = bytes.first_chunk::<HEADER_LEN>() else {
             return Err(SnapshotError::Truncated {
-                section: if bytes.len() < MAGIC.len() { "magic" } else { "header" },
+                section: if bytes.len() < MAGIC.len() {
+                    "magic"
+                } else {
+                    "header"
+                },
                 needed: HEADER_LEN as u64,
                 available: bytes.len() as u64,
             });
@@ -234,7 +238,10 @@ impl SnapshotHeader {
             return bad(format!("empty layout {l:?}"));
         }
         if self.token_count == 0 || self.token_count > MAX_TOKENS {
-            return bad(format!("token count {} outside 1..={MAX_TOKENS}", self.token_count));
+            return bad(format!(
+                "token count {} outside 1..={MAX_TOKENS}",
+                self.token_count
+            ));
         }
         if self.first_position.checked_add(self.token_count).is_none() {
             return bad("first position + token count overflows".into());
@@ -258,13 +265,19 @@ impl SnapshotHeader {
 /// Appends one row of f32 values encoded as `dtype`.
 pub fn encode_row(dtype: KvDtype, row: &[f32], out: &mut Vec<u8>) {
     match dtype {
-        KvDtype::F32 => row.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        KvDtype::F32 => row
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         KvDtype::F16 => row
             .iter()
             .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
         KvDtype::Q8 => {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 0.0 };
+            let scale = if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                0.0
+            };
             out.extend_from_slice(&scale.to_le_bytes());
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             for v in row {
@@ -361,13 +374,21 @@ mod tests {
     #[test]
     fn rows_round_trip_within_dtype_precision() {
         let row: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) * 0.37).collect();
-        for (dtype, tol) in [(KvDtype::F32, 0.0), (KvDtype::F16, 6e-3), (KvDtype::Q8, 0.05)] {
+        for (dtype, tol) in [
+            (KvDtype::F32, 0.0),
+            (KvDtype::F16, 6e-3),
+            (KvDtype::Q8, 0.05),
+        ] {
             let mut bytes = Vec::new();
             encode_row(dtype, &row, &mut bytes);
             assert_eq!(bytes.len(), row_bytes(dtype, 64));
             let mut back = vec![0f32; 64];
             decode_row(dtype, &bytes, &mut back).unwrap();
-            let err = row.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = row
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err <= tol, "{dtype:?}: {err}");
         }
         let mut zeros = Vec::new();

@@ -123,10 +123,9 @@ impl Snapshot {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => std::env::current_dir().map_err(io)?,
         };
-        let name = path.file_name().map_or_else(
-            || "snapshot".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = path
+            .file_name()
+            .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let result = (|| {
             let mut f = File::create(&tmp)?;
@@ -340,7 +339,10 @@ impl SnapshotBuilder {
 
     /// Appends the next layer's keys and values (`[kv_heads][tokens][head_dim]`).
     pub(crate) fn push_layer(&mut self, k: &[f32], v: &[f32]) {
-        let (dtype, d) = (self.header.layout.dtype, usize::from(self.header.layout.head_dim));
+        let (dtype, d) = (
+            self.header.layout.dtype,
+            usize::from(self.header.layout.head_dim),
+        );
         for part in [k, v] {
             for row in part.chunks_exact(d) {
                 format::encode_row(dtype, row, &mut self.bytes);
@@ -352,13 +354,15 @@ impl SnapshotBuilder {
     /// Appends the logits (if the header announced them) and the checksum.
     pub(crate) fn finish(mut self, logits: Option<&[f32]>) -> Result<Snapshot, SnapshotError> {
         let s = self.header.sections()?;
-        if self.layers_done != usize::from(self.header.layout.layers) || self.bytes.len() != s.logits
+        if self.layers_done != usize::from(self.header.layout.layers)
+            || self.bytes.len() != s.logits
         {
             return Err(SnapshotError::Malformed("incomplete tensor section".into()));
         }
         match logits {
             Some(l) if self.header.has_logits && l.len() == self.header.logits_len as usize => {
-                l.iter().for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
+                l.iter()
+                    .for_each(|v| self.bytes.extend_from_slice(&v.to_le_bytes()));
             }
             None if !self.header.has_logits => {}
             _ => return Err(SnapshotError::Malformed("logits length mismatch".into())),

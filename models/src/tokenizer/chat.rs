@@ -10,6 +10,11 @@ use std::fmt;
 pub const IM_START: &str = "<|im_start|>";
 /// The ChatML turn closer (also SmolLM2's end-of-generation token).
 pub const IM_END: &str = "<|im_end|>";
+/// The system prompt SmolLM2's Jinja chat template inserts when a chat does
+/// not start with a system message; kept so callers can reproduce that
+/// template exactly (see [`render_chatml`]).
+pub const SMOLLM2_DEFAULT_SYSTEM: &str =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
 /// Who speaks a chat message.
 ///
@@ -83,8 +88,9 @@ impl ChatMessage {
 ///
 /// Matches llama.cpp's ChatML rendering, which the reference fixtures use.
 /// Unlike the Jinja template stored in SmolLM2's GGUF, no default system
-/// prompt ("You are a helpful AI assistant named SmolLM…") is inserted when
-/// the first message is not a system message: pass one explicitly if wanted.
+/// prompt is inserted when the first message is not a system message; to
+/// reproduce the Jinja template exactly, start with
+/// `ChatMessage::system(SMOLLM2_DEFAULT_SYSTEM)`.
 ///
 /// Tokenising this string with [`super::Tokenizer::encode`] parses special
 /// tokens inside message contents too; for untrusted contents use

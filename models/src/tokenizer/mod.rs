@@ -24,8 +24,6 @@ mod bytes;
 mod chat;
 mod stream;
 
-use std::collections::HashMap;
-
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -33,7 +31,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
-pub use chat::{ChatMessage, IM_END, IM_START, Role, render_chatml};
+pub use chat::{ChatMessage, IM_END, IM_START, Role, SMOLLM2_DEFAULT_SYSTEM, render_chatml};
 pub use stream::StreamDecoder;
 
 use crate::fingerprint::{Fingerprint, update_framed};
@@ -154,7 +152,6 @@ pub struct Tokenizer {
     piece_ends: Vec<usize>,
     /// Special tokens, longest text first (llama.cpp's matching order).
     specials: Vec<u32>,
-    ids: HashMap<String, u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -243,13 +240,13 @@ impl Tokenizer {
             merges.push((a.to_owned(), b.to_owned()));
         }
 
-        let mut ids = HashMap::with_capacity(tokens.len());
+        let mut vocab = Vocab::default();
+        vocab.reserve(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             // Fits: the length was checked against u32 above. A duplicate
             // text keeps its first id, as llama.cpp's token_to_id map does.
-            ids.entry(t.clone()).or_insert(i as u32);
+            vocab.entry(t.clone()).or_insert(i as u32);
         }
-        let vocab: Vocab = ids.iter().map(|(t, &i)| (t.clone(), i)).collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -332,7 +329,6 @@ impl Tokenizer {
             piece_bytes,
             piece_ends,
             specials,
-            ids,
             bos,
             eos,
             add_bos,
@@ -382,7 +378,7 @@ impl Tokenizer {
 
     /// The id of the token whose vocabulary text is `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.bpe.token_to_id(text)
     }
 
     /// The vocabulary text of `id` (byte-level characters for BPE tokens).

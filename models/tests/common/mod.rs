@@ -14,7 +14,11 @@ use memkern_models::fetch::{MINILM_L6_V2, ModelCache, ModelFiles, ModelSpec, SMO
 
 /// `shared/fixtures/<name>` beside the repository.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures")).join(name)
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+    .join(name)
 }
 
 /// The model cache the real-model tests use: `MEMKERN_MODEL_DIR` or the
@@ -27,12 +31,18 @@ fn ensure_timed(spec: &ModelSpec) -> ModelFiles {
     let cache = cache();
     let was_cached = cache.cached(spec).expect("valid spec").is_some();
     let t = Instant::now();
-    let files = cache.ensure(spec).unwrap_or_else(|e| panic!("fetching {}: {e}", spec.id));
+    let files = cache
+        .ensure(spec)
+        .unwrap_or_else(|e| panic!("fetching {}: {e}", spec.id));
     eprintln!(
         "[models] {} ready in {:.2?} ({}) at {}",
         spec.id,
         t.elapsed(),
-        if was_cached { "cache hit, verified" } else { "downloaded" },
+        if was_cached {
+            "cache hit, verified"
+        } else {
+            "downloaded"
+        },
         files.dir().display()
     );
     files

@@ -277,16 +277,35 @@ pub fn small_model() -> Builder {
             "norm.f32",
             &[8, 2],
             0,
-            (0..16).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect(),
+            (0..16)
+                .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+                .collect(),
         ))
         .tensor(tensor(
             "emb.f16",
             &[32, 1],
             1,
-            (0..32u16).flat_map(|i| (0x3c00 + i).to_le_bytes()).collect(),
+            (0..32u16)
+                .flat_map(|i| (0x3c00 + i).to_le_bytes())
+                .collect(),
         ))
-        .tensor(tensor("w.q4_1", &[64, 2], 3, with_scales(noise(80, 1), 20, 2)))
-        .tensor(tensor("head.q8_0", &[32, 3], 8, with_scales(noise(102, 2), 34, 1)))
-        .tensor(tensor("w.q4_0", &[32, 1], 2, with_scales(noise(18, 3), 18, 1)))
+        .tensor(tensor(
+            "w.q4_1",
+            &[64, 2],
+            3,
+            with_scales(noise(80, 1), 20, 2),
+        ))
+        .tensor(tensor(
+            "head.q8_0",
+            &[32, 3],
+            8,
+            with_scales(noise(102, 2), 34, 1),
+        ))
+        .tensor(tensor(
+            "w.q4_0",
+            &[32, 1],
+            2,
+            with_scales(noise(18, 3), 18, 1),
+        ))
         .tensor(tensor("w.q6_k", &[256, 1], 14, noise(210, 4)))
 }

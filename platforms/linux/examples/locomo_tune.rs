@@ -1,9 +1,13 @@
 //! Tunes the retrieval parameters on the shared LoCoMo conversations
 //! (coordinate ascent on overall recall) and prints the analyzer ablation.
 //!
-//! It exists so that `HybridParams::DEFAULT` and `Analyzer::DEFAULT` are
-//! reproducible: `cargo run --release -p memkern-linux --example locomo_tune
-//! -- ../shared/data/locomo`.
+//! It exists so that `HybridParams::{KEYWORD_SIGNALS, DEFAULT}` and
+//! `Analyzer::DEFAULT` are reproducible:
+//! `cargo run --release -p memkern-linux --example locomo_tune -- ../shared/data/locomo`
+//! tunes the keyword + signals ranker; with `DENSE=1` in the environment it
+//! embeds every turn with all-MiniLM-L6-v2 and tunes the hybrid ranker
+//! (dense weight, RRF comparison) instead. Both end with a
+//! leave-one-conversation-out check.
 
 use std::path::PathBuf;
 
@@ -26,7 +30,11 @@ fn prepare(
     analyzer: Analyzer,
     dense: bool,
 ) -> Result<Vec<Prepared>> {
-    let embedder = embed::available().ok().filter(|_| dense);
+    let embedder = if dense {
+        embed::load_default().ok()
+    } else {
+        None
+    };
     convs
         .iter()
         .map(|c| {
@@ -43,6 +51,7 @@ fn score(all: &[&Prepared], params: HybridParams, dense: bool) -> [f64; 4] {
         name: "tune".to_owned(),
         params,
         dense,
+        exact_f32: false,
     };
     let mut outcomes = Vec::new();
     for p in all.iter() {
@@ -76,10 +85,7 @@ fn start_params(dense: bool) -> HybridParams {
     if dense {
         HybridParams::DEFAULT
     } else {
-        HybridParams {
-            dense_weight: 0.0,
-            ..HybridParams::DEFAULT
-        }
+        HybridParams::KEYWORD_SIGNALS
     }
 }
 
@@ -170,7 +176,7 @@ fn main() -> Result<()> {
             ))
         });
     let convs = locomo::load_dir(&dir, None).context("load LoCoMo")?;
-    let dense = embed::available().is_ok();
+    let dense = std::env::var_os("DENSE").is_some();
 
     println!("== analyzer ablation (BM25 only / BM25 + signals at defaults)");
     for stemmer in [Stemmer::None, Stemmer::Plural, Stemmer::Light] {
@@ -186,10 +192,7 @@ fn main() -> Result<()> {
                 &format!("{name} bm25"),
                 score(&all, HybridParams::KEYWORD_ONLY, false),
             );
-            let sig = HybridParams {
-                dense_weight: 0.0,
-                ..HybridParams::DEFAULT
-            };
+            let sig = HybridParams::KEYWORD_SIGNALS;
             show(&format!("{name} bm25+signals"), score(&all, sig, false));
         }
     }

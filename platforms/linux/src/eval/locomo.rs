@@ -32,7 +32,7 @@ use memkern_core::lifecycle::LifecycleState;
 use memkern_core::search::hybrid::{HybridParams, MemoryIndex, MemoryQuery, MemoryRecord};
 use memkern_core::search::temporal::{self, DateSpan, Day, QueryTime};
 use memkern_core::search::text::Analyzer;
-use memkern_core::search::{DocId, SearchError, int8};
+use memkern_core::search::{DocId, SearchError, TopK, int8};
 use memkern_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -416,6 +416,9 @@ pub struct Method {
     pub params: HybridParams,
     /// Whether it needs query and memory embeddings.
     pub dense: bool,
+    /// Rank by exact f32 cosine instead of the index (the f32 reference
+    /// for int8 quantisation; `params` are then ignored).
+    pub exact_f32: bool,
 }
 
 impl Method {
@@ -425,6 +428,7 @@ impl Method {
             name: "bm25".to_owned(),
             params: HybridParams::KEYWORD_ONLY,
             dense: false,
+            exact_f32: false,
         }
     }
 
@@ -433,11 +437,9 @@ impl Method {
     pub fn bm25_signals() -> Method {
         Method {
             name: "bm25+signals".to_owned(),
-            params: HybridParams {
-                dense_weight: 0.0,
-                ..HybridParams::DEFAULT
-            },
+            params: HybridParams::KEYWORD_SIGNALS,
             dense: false,
+            exact_f32: false,
         }
     }
 
@@ -447,6 +449,18 @@ impl Method {
             name: "dense".to_owned(),
             params: HybridParams::DENSE_ONLY,
             dense: true,
+            exact_f32: false,
+        }
+    }
+
+    /// Exact f32 cosine, brute force (what int8 quantisation is measured
+    /// against).
+    pub fn dense_f32() -> Method {
+        Method {
+            name: "dense-f32".to_owned(),
+            params: HybridParams::DENSE_ONLY,
+            dense: true,
+            exact_f32: true,
         }
     }
 
@@ -456,18 +470,24 @@ impl Method {
             name: "hybrid".to_owned(),
             params: HybridParams::DEFAULT,
             dense: true,
+            exact_f32: false,
         }
     }
 
     /// The methods reported by `memkern eval locomo`: the two baselines and
     /// the tuned rankers; dense ones only when `with_dense`.
     pub fn standard(with_dense: bool) -> Vec<Method> {
-        let mut v = vec![Method::bm25(), Method::bm25_signals()];
         if with_dense {
-            v.push(Method::dense());
-            v.push(Method::hybrid());
+            vec![
+                Method::bm25(),
+                Method::dense(),
+                Method::dense_f32(),
+                Method::bm25_signals(),
+                Method::hybrid(),
+            ]
+        } else {
+            vec![Method::bm25(), Method::bm25_signals()]
         }
-        v
     }
 }
 
@@ -479,6 +499,8 @@ pub struct ConversationStore {
     pub dia_ids: Vec<String>,
     /// Each memory as an encoded plaintext MemCube, by doc id.
     pub cubes: Vec<Vec<u8>>,
+    /// Each memory's f32 embedding, by doc id (empty without an embedder).
+    pub vectors_f32: Vec<Vec<f32>>,
     /// Lowercased speaker names (speaker id 1 and 2).
     speaker_words: [String; 2],
     doc_of: HashMap<String, DocId>,
@@ -543,7 +565,10 @@ pub fn ingest(
         .iter()
         .flat_map(|s| s.turns.iter().map(move |t| (s, t)))
         .collect();
-    let fingerprint = embedder.map(|e| name_fingerprint(e.name()));
+    let fingerprint = embedder.map(|e| {
+        e.fingerprint()
+            .unwrap_or_else(|| name_fingerprint(e.name()))
+    });
     let conv_hash = name_fingerprint(&conv.id).0;
     let namespace = NamespaceId(u64::from_le_bytes({
         let mut b = [0u8; 8];
@@ -554,6 +579,7 @@ pub fn ingest(
         index: MemoryIndex::new(analyzer, embedder.map(|e| e.dim())),
         dia_ids: Vec::with_capacity(turns.len()),
         cubes: Vec::with_capacity(turns.len()),
+        vectors_f32: Vec::new(),
         speaker_words: conv.speakers.clone().map(|s| s.to_lowercase()),
         doc_of: HashMap::with_capacity(turns.len()),
         embed_time: Duration::ZERO,
@@ -654,6 +680,9 @@ pub fn ingest(
             store.doc_of.insert(turn.dia_id.clone(), doc);
             store.dia_ids.push(turn.dia_id.clone());
             store.cubes.push(bytes);
+            if let Some(v) = vectors.as_ref().and_then(|v| v.get(j)) {
+                store.vectors_f32.push(v.clone());
+            }
             on_turn();
         }
     }
@@ -676,6 +705,8 @@ pub struct PreparedQuestion {
     pub speakers: Vec<u16>,
     /// Its int8 embedding and scale.
     pub vector: Option<(Vec<i8>, f32)>,
+    /// Its f32 embedding.
+    pub vector_f32: Option<Vec<f32>>,
     /// Time spent analysing it (tokens, time words, speakers).
     pub analyse_time: Duration,
     /// Time spent embedding it.
@@ -724,7 +755,7 @@ pub fn prepare_questions(
         let t0 = Instant::now();
         let (time, speakers) = analyse_question(&q.text, &store.speaker_words);
         let analyse_time = t0.elapsed();
-        let (vector, embed_time) = match embedder {
+        let (vector, vector_f32, embed_time) = match embedder {
             Some(e) => {
                 let t0 = Instant::now();
                 let v = embed_checked(e, &[q.text.as_str()])?;
@@ -733,9 +764,9 @@ pub fn prepare_questions(
                     .first()
                     .and_then(|v| int8::quantize(v, &mut qv))
                     .ok_or(LocomoError::BadEmbedding { want: 1, got: 0 })?;
-                (Some((qv, scale)), t0.elapsed())
+                (Some((qv, scale)), v.into_iter().next(), t0.elapsed())
             }
-            None => (None, Duration::ZERO),
+            None => (None, None, Duration::ZERO),
         };
         out.questions.push(PreparedQuestion {
             text: q.text.clone(),
@@ -744,6 +775,7 @@ pub fn prepare_questions(
             time,
             speakers,
             vector,
+            vector_f32,
             analyse_time,
             embed_time,
         });
@@ -786,7 +818,18 @@ pub fn rank(
         time: q.time,
     };
     let t0 = Instant::now();
-    let hits = store.index.search(&query, &method.params, k);
+    let hits = if method.exact_f32 {
+        let mut top = TopK::new(k);
+        if let Some(qv) = &q.vector_f32 {
+            for (i, v) in store.vectors_f32.iter().enumerate() {
+                // Doc ids are the positions, far below 2^32.
+                top.push(DocId(i as u32), int8::dot_f32(qv, v));
+            }
+        }
+        top.into_sorted_vec()
+    } else {
+        store.index.search(&query, &method.params, k)
+    };
     let elapsed = t0.elapsed();
     (hits.into_iter().map(|h| h.doc).collect(), elapsed)
 }
@@ -1055,11 +1098,14 @@ mod tests {
 
     #[test]
     fn session_times() {
-        let t = parse_session_time("1:56 pm on 8 May, 2023").unwrap();
-        let day = Day::from_civil(2023, 5, 8).unwrap();
+        let t = parse_session_time("1:56 pm on 8 May, 2023").expect("valid in this test");
+        let day = Day::from_civil(2023, 5, 8).expect("valid in this test");
         assert_eq!(t.0 - day.start().0, (13 * 60 + 56) * 60_000);
-        let t = parse_session_time("12:05 am on 1 January, 2024").unwrap();
-        assert_eq!(Day::of(t), Day::from_civil(2024, 1, 1).unwrap());
+        let t = parse_session_time("12:05 am on 1 January, 2024").expect("valid in this test");
+        assert_eq!(
+            Day::of(t),
+            Day::from_civil(2024, 1, 1).expect("valid in this test")
+        );
         assert_eq!(t.0 % Timestamp::DAY, 5 * 60_000);
         assert!(parse_session_time("13:00 pm on 1 May, 2023").is_none());
         assert!(parse_session_time("1:00 pm on 31 April, 2023").is_none());

@@ -1,0 +1,148 @@
+//! llama.cpp-compatible arithmetic on burn tensors: 8-bit activation
+//! blocks, Q4_1 weights split into scale and minimum parts, and f16
+//! rounding where ggml stores f16.
+//!
+//! llama.cpp never multiplies a Q4_1 weight by an f32 activation: it first
+//! quantises the activation row to Q8_1 blocks (32 values, int8 with an f16
+//! scale `d = max|x|/127` and an f16 block sum `s = d·Σq`), then computes
+//! per block `d_w·d_x·Σ q_w q_x + m_w·s`. Those roundings are not small
+//! noise that averages out: they are part of what the model computes, and
+//! a different rounding here and there moves logits by ±0.3 over 30 layers.
+//! Reproducing them exactly (integer products are exact in f32) is what
+//! makes our greedy tokens agree with llama.cpp's rather than merely being
+//! close.
+
+use burn::module::{Module, Param};
+use burn::tensor::{FloatDType, Tensor, TensorData};
+
+use super::host::{HostMatrix, Q8Row};
+
+/// Values per ggml block.
+pub const BLOCK: usize = 32;
+
+/// How the forward pass rounds intermediate values.
+///
+/// Exists because two reasonable answers exist: llama.cpp's arithmetic
+/// (what the Q4_1 file is validated against) and plain f32 (smooth: tiny
+/// input changes give tiny output changes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Numerics {
+    /// llama.cpp's CPU arithmetic: matmul inputs rounded to Q8 blocks
+    /// (Q8_1 with f16 block sums for Q4_1 weights, Q8_0 for the Q8_0 LM
+    /// head), keys, values and queries rounded to f16 (its f16 KV cache),
+    /// attention probabilities rounded to f16 before `PV`. The default:
+    /// greedy tokens track llama.cpp's closely (see `models/README.md`).
+    #[default]
+    Ggml,
+    /// Everything in f32 with the exact dequantised weights.
+    F32,
+}
+
+impl Numerics {
+    /// The matmul input as [`QLinear::forward_quantized`] takes it: Q8
+    /// blocks and their f16 sums (`Ggml`), or the values and their exact
+    /// block sums (`F32`).
+    pub fn quantize(self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        match self {
+            Numerics::Ggml => quantize_q8(x),
+            Numerics::F32 => {
+                let [n, k] = x.dims();
+                let s = x
+                    .clone()
+                    .reshape([n, k / BLOCK, BLOCK])
+                    .sum_dim(2)
+                    .reshape([n, k / BLOCK]);
+                (x, s)
+            }
+        }
+    }
+
+    /// Rounds to f16 (`Ggml`) or leaves `x` as it is (`F32`).
+    pub fn round_f16<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Numerics::Ggml => round_f16(x),
+            Numerics::F32 => x,
+        }
+    }
+}
+
+/// Rounds every value to the nearest IEEE half (as ggml stores it) and
+/// back to f32.
+pub fn round_f16<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.cast(FloatDType::F16).cast(FloatDType::F32)
+}
+
+/// Quantises `x` (`[n, k]`, `k` a multiple of 32) to ggml Q8 activation
+/// blocks and returns `(q·d, s)`: the values as the int8 blocks represent
+/// them (`[n, k]`) and the per-block f16 sums `d·Σq` (`[n, k/32]`) that
+/// Q4_1 dot products use for the minimum term.
+///
+/// As ggml's AVX code: `id = 127 / max|x|`, `q = round_half_even(x·id)`,
+/// scale stored as f16.
+pub fn quantize_q8(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [n, k] = x.dims();
+    let blocks = k / BLOCK;
+    let b = x.reshape([n, blocks, BLOCK]);
+    let amax = b.clone().abs().max_dim(2);
+    // All-zero blocks: any finite id gives q = 0, as ggml's id = 0 does.
+    let id = amax.clone().clamp_min(1e-30).recip().mul_scalar(127.0);
+    let d = amax.div_scalar(127.0);
+    let q = (b * id).round();
+    let s = round_f16(d.clone() * q.clone().sum_dim(2)).reshape([n, blocks]);
+    let xq = (q * round_f16(d)).reshape([n, k]);
+    (xq, s)
+}
+
+/// A linear layer over a ggml-quantised weight, computed the way
+/// llama.cpp does: `y = Σ_blocks (d_w q_w)·(d_x q_x) + m_w·s_x`.
+///
+/// Exists because burn's quantisation cannot represent Q4_1 (`q·d + m`):
+/// the weight is kept as its scaled part `d·q` (`[in, out]`, exact in f32)
+/// plus, for Q4_1, the per-block minimums `m` (`[in/32, out]`), and the
+/// input is rounded to Q8 blocks first.
+#[derive(Module, Debug)]
+pub struct QLinear {
+    /// `d·q` of every weight, `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// Per-block minimums of a Q4_1 weight, `[in/32, out]`.
+    pub mins: Option<Param<Tensor<2>>>,
+    /// The weight's GGUF blocks in host memory, for one-row products on
+    /// the CPU (see [`super::host`]); `None` on GPUs.
+    #[module(skip)]
+    pub host: Option<HostMatrix>,
+}
+
+impl QLinear {
+    /// `x` (`[n, in]`) times the weight, `[n, out]`, with the input
+    /// rounded as `numerics` says.
+    pub fn forward(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
+        self.forward_quantized(&numerics.quantize(x))
+    }
+
+    /// One row through the host kernel: `x` quantised once by the caller
+    /// ([`Q8Row::quantize`]), result as a `[1, out]` tensor on `device`.
+    /// `None` without host blocks.
+    pub fn forward_host(&self, x: &Q8Row, device: &burn::tensor::Device) -> Option<Tensor<2>> {
+        let out = self.gemv_host(x)?;
+        let n = out.len();
+        Some(Tensor::from_data(TensorData::new(out, [1, n]), device))
+    }
+
+    /// One row through the host kernel, result on the host.
+    pub fn gemv_host(&self, x: &Q8Row) -> Option<Vec<f32>> {
+        let m = self.host.as_ref()?;
+        let mut out = vec![0f32; m.rows()];
+        m.gemv(x, &mut out);
+        Some(out)
+    }
+
+    /// Like [`Self::forward`] for an input already prepared by
+    /// [`Numerics::quantize`] (shared by the q/k/v and gate/up projections).
+    pub fn forward_quantized(&self, (xq, s): &(Tensor<2>, Tensor<2>)) -> Tensor<2> {
+        let y = xq.clone().matmul(self.weight.val());
+        match &self.mins {
+            Some(m) => y + s.clone().matmul(m.val()),
+            None => y,
+        }
+    }
+}

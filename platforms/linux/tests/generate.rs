@@ -1,0 +1,123 @@
+//! `memkern generate` and `memkern snapshot` end to end on the real model
+//! (fetched into the model cache on first use; `MEMKERN_MODEL_DIR`
+//! respected): JSON output, streaming text, activation memory from the
+//! shell, and one-line refusals of bad snapshot files.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn memkern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memkern"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs")
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = memkern(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memkern-gen-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn generate_json_matches_llama_cpp_greedy_tokens() {
+    let out = ok_stdout(&[
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    // llama.cpp: prompt ids and first greedy tokens (" Paris", ".", "\n", "\n").
+    assert_eq!(
+        v["prompt_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    assert_eq!(v["generated_ids"], serde_json::json!([7042, 30, 198, 198]));
+    assert_eq!(v["text"], " Paris.\n\n");
+    assert_eq!(v["stop"], "max_tokens");
+}
+
+#[test]
+fn generate_streams_chat_text_and_stops_at_end_of_turn() {
+    let out = ok_stdout(&[
+        "generate",
+        "--chat",
+        "--prompt",
+        "List three fruits.",
+        "--max-tokens",
+        "40",
+    ]);
+    assert!(out.contains("Apples"), "{out}");
+    assert!(
+        !out.contains("<|im_end|>"),
+        "control tokens are not printed: {out}"
+    );
+}
+
+#[test]
+fn snapshot_save_then_generate_with_it() {
+    let dir = temp_dir("snap");
+    let file = dir.join("memory.mkv");
+    let f = file.to_str().expect("utf-8 path");
+    let info = ok_stdout(&[
+        "snapshot",
+        "save",
+        "--chat",
+        "--prefix",
+        "Known facts: Caroline adopted a grey cat called Pixel.",
+        "--out",
+        f,
+    ]);
+    let info: serde_json::Value = serde_json::from_str(info.trim()).expect("JSON");
+    assert_eq!(info["layout"]["dtype"], "f16");
+    assert_eq!(info["first_position"], 0);
+    let file_len = std::fs::metadata(&file).expect("written").len();
+    assert_eq!(info["file_bytes"], file_len);
+
+    let out = ok_stdout(&[
+        "generate",
+        "--chat",
+        "--snapshot",
+        f,
+        "--prompt",
+        "What is the cat called?",
+        "--max-tokens",
+        "12",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["snapshot_tokens"], info["token_count"]);
+    assert!(v["text"].as_str().unwrap_or("").contains("Pixel"), "{v}");
+
+    // A truncated copy is refused with one line and status 1.
+    let bytes = std::fs::read(&file).expect("read");
+    let cut = dir.join("cut.mkv");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let out = memkern(&[
+        "generate",
+        "--snapshot",
+        cut.to_str().unwrap_or(""),
+        "--prompt",
+        "hi",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
