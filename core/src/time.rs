@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn millis_since_is_exact_over_the_whole_range() {
-        assert_eq!(Timestamp(i64::MAX).millis_since(Timestamp(i64::MIN)), u64::MAX);
+        assert_eq!(
+            Timestamp(i64::MAX).millis_since(Timestamp(i64::MIN)),
+            u64::MAX
+        );
         assert_eq!(Timestamp(5).millis_since(Timestamp(7)), 0);
         assert_eq!(Timestamp(7).millis_since(Timestamp(5)), 2);
     }

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::fingerprint::Fingerprint;
 use crate::gguf::GgufFile;
-use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama_with};
+use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama};
 use crate::session::Session;
 use crate::tokenizer::Tokenizer;
 
@@ -48,7 +48,7 @@ impl Llm {
         let device = backend.device()?;
         let tokenizer = Tokenizer::from_gguf(gguf)?;
         let fingerprint = gguf.fingerprint()?;
-        let model = load_llama_with(gguf, &device, backend == Backend::Cpu)?;
+        let model = load_llama(gguf, &device)?;
         if tokenizer.vocab_size() != model.config.vocab {
             return Err(LlmError::UnsupportedModel(format!(
                 "tokenizer has {} tokens, the model {}",
@@ -72,12 +72,6 @@ impl Llm {
     /// before keep their cache, computed the old way).
     pub fn set_numerics(&mut self, numerics: Numerics) {
         self.model.numerics = numerics;
-    }
-
-    /// Turns the CPU decode kernels on or off (on by default on the CPU
-    /// backend; see [`crate::llama::HostMatrix`]).
-    pub fn set_host_decode(&mut self, on: bool) {
-        self.model.host_decode = on;
     }
 
     /// A new session with an empty KV cache.

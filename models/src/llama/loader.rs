@@ -11,7 +11,6 @@ use tracing::debug;
 use super::config::LlamaConfig;
 use super::error::LlmError;
 use super::model::{Attention, Block, Llama, Mlp};
-use super::host::{HostMatrix, HostType};
 use super::quant::{BLOCK, Numerics, QLinear};
 use super::rope::Rope;
 use crate::gguf::quant::f16_to_f32;
@@ -24,31 +23,17 @@ pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, L
 
 /// Builds a [`Llama`] on `device` from a GGUF file.
 ///
-/// Every matrix is dequantised to f32 (GGUF Q4_1's `q·d + m` has no burn
-/// quantisation equivalent) and kept in the file's `[out, in]` row order;
-/// burn's [`Linear`] receives the transposed view `[in, out]`, which
-/// burn's matmuls read through strides without a copy. Fails with a typed
-/// error for a missing tensor, a wrong shape or an unsupported type.
+/// Every matrix is dequantised exactly to f32 (burn's quantisation cannot
+/// represent Q4_1's `q·d + m`) and kept in the file's `[out, in]` row
+/// order; [`QLinear`] receives the transposed view `[in, out]`, which
+/// burn's matmuls read through strides without a copy. Q4_1 matrices are
+/// split into `d·q` and their per-block minimums `m` (see [`QLinear`]).
+/// Fails with a typed error for a missing tensor, a wrong shape or an
+/// unsupported type.
 pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result<Llama, LlmError> {
-    load_llama_with(gguf, device, false)
-}
-
-/// [`load_llama`], also keeping a host copy of every Q4_1/Q8_0 matrix's
-/// blocks (≈ 97 MB for SmolLM2-135M) when `host_decode` is set, so that
-/// one-token steps on the CPU read quantised weights instead of f32
-/// ([`super::HostMatrix`]).
-pub fn load_llama_with<D: AsRef<[u8]>>(
-    gguf: &GgufFile<D>,
-    device: &Device,
-    host_decode: bool,
-) -> Result<Llama, LlmError> {
     let config = llama_config(gguf)?;
     let c = &config;
-    let loader = Loader {
-        gguf,
-        device,
-        host: host_decode,
-    };
+    let loader = Loader { gguf, device };
     let token_embd = loader.matrix("token_embd.weight", c.vocab, c.hidden)?;
     let output = if gguf.tensor_info("output.weight").is_ok() {
         Some(Param::from_tensor(loader.matrix(
@@ -83,8 +68,6 @@ pub fn load_llama_with<D: AsRef<[u8]>>(
         });
     }
     let norm = loader.norm("output_norm.weight", c)?;
-    let head_name = if output.is_some() { "output.weight" } else { "token_embd.weight" };
-    let head_host = loader.host_matrix(head_name, c.vocab, c.hidden)?;
     let rope = Rope::new(c.head_dim, c.context, c.rope_theta, device);
     debug!(
         layers = c.layers,
@@ -99,15 +82,12 @@ pub fn load_llama_with<D: AsRef<[u8]>>(
         rope,
         config,
         numerics: Numerics::default(),
-        head_host,
-        host_decode,
     })
 }
 
 struct Loader<'a, D> {
     gguf: &'a GgufFile<D>,
     device: &'a Device,
-    host: bool,
 }
 
 impl<D: AsRef<[u8]>> Loader<'_, D> {
@@ -139,21 +119,6 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
         ))
     }
 
-    /// A host copy of a Q4_1/Q8_0 matrix's blocks when host decoding was
-    /// asked for; `None` otherwise or for other types.
-    fn host_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<HostMatrix>, LlmError> {
-        if !self.host {
-            return Ok(None);
-        }
-        let view = self.view(name, &[cols as u64, rows as u64])?;
-        let ty = match view.ty() {
-            GgmlType::Q4_1 => HostType::Q4_1,
-            GgmlType::Q8_0 => HostType::Q8_0,
-            _ => return Ok(None),
-        };
-        Ok(HostMatrix::new(ty, rows, cols, view.data()))
-    }
-
     /// A linear layer `[d_in → d_out]` from a GGUF `[d_out, d_in]` matrix.
     /// Q4_1 weights are split into `d·q` and per-block minimums (see
     /// [`QLinear`]); other types are dequantised whole.
@@ -165,7 +130,6 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
             return Ok(QLinear {
                 weight: Param::from_tensor(w.transpose()),
                 mins: None,
-                host: self.host_matrix(name, d_out, d_in)?,
             });
         }
         let blocks = view.q4_1_blocks()?;
@@ -189,7 +153,6 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
         Ok(QLinear {
             weight: Param::from_tensor(w.transpose()),
             mins: Some(Param::from_tensor(m.transpose())),
-            host: self.host_matrix(name, d_out, d_in)?,
         })
     }
 

@@ -26,7 +26,6 @@
 mod backend;
 mod cache;
 mod config;
-mod host;
 mod error;
 mod loader;
 mod model;
@@ -36,9 +35,8 @@ mod rope;
 pub use backend::Backend;
 pub use cache::KvCache;
 pub use config::LlamaConfig;
-pub use host::{HostMatrix, HostType, Q8Row};
 pub use error::LlmError;
-pub use loader::{llama_config, load_llama, load_llama_with};
+pub use loader::{llama_config, load_llama};
 pub use model::{Attention, Block, Llama, Logits, Mlp};
 pub use quant::{Numerics, QLinear, quantize_q8, round_f16};
 pub use rope::Rope;

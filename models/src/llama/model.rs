@@ -11,7 +11,6 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::error::LlmError;
-use super::host::{HostMatrix, Q8Row};
 use super::quant::{Numerics, QLinear};
 use super::rope::Rope;
 
@@ -25,25 +24,6 @@ struct Pass<'a> {
     mask: Option<&'a Tensor<2>>,
     /// How to round.
     numerics: Numerics,
-    /// Run one-row projections through the host kernels.
-    host: bool,
-}
-
-/// A one-row tensor's values on the host.
-fn host_row(x: Tensor<2>) -> Result<Vec<f32>, LlmError> {
-    x.try_into_vec_as::<f32>()
-        .map_err(|e| LlmError::Backend(format!("reading activations: {e:?}")))
-}
-
-/// `x` quantised to Q8 blocks on the host.
-fn host_q8(x: Tensor<2>) -> Result<Q8Row, LlmError> {
-    Ok(Q8Row::quantize(&host_row(x)?))
-}
-
-/// The host kernels are loaded for every matrix (checked at load); a
-/// missing one here is an internal error, reported rather than panicking.
-fn missing_host() -> LlmError {
-    LlmError::Backend("host weights missing for the CPU decode path".into())
 }
 
 /// Grouped-query self-attention with RoPE and a KV cache.
@@ -82,28 +62,16 @@ impl Attention {
         pass: &Pass<'_>,
         cache: &mut KvCache,
         layer: usize,
-    ) -> Result<Tensor<2>, LlmError> {
+    ) -> Tensor<2> {
         let (rope, start, mask, nx) = (pass.rope, pass.start, pass.mask, pass.numerics);
         let [seq, hidden] = x.dims();
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
-        let (q, k, v) = if pass.host {
-            let device = x.device();
-            let xr = host_q8(x)?;
-            let project = |l: &QLinear| l.forward_host(&xr, &device).ok_or_else(missing_host);
-            (project(&self.q)?, project(&self.k)?, project(&self.v)?)
-        } else {
-            let x = nx.quantize(x);
-            (
-                self.q.forward_quantized(&x),
-                self.k.forward_quantized(&x),
-                self.v.forward_quantized(&x),
-            )
-        };
-        let q = nx.round_f16(rope.apply(split(q, h), start));
-        let k = nx.round_f16(rope.apply(split(k, kvh), start));
-        let v = nx.round_f16(split(v, kvh));
+        let x = nx.quantize(x);
+        let q = nx.round_f16(rope.apply(split(self.q.forward_quantized(&x), h), start));
+        let k = nx.round_f16(rope.apply(split(self.k.forward_quantized(&x), kvh), start));
+        let v = nx.round_f16(split(self.v.forward_quantized(&x), kvh));
         cache.write(layer, start, k.clone(), v.clone());
         let total = start + seq;
         let (k, v) = cache.read(layer, total).unwrap_or((k, v));
@@ -121,12 +89,8 @@ impl Attention {
         };
         let p = nx.round_f16(softmax(scores, 2));
         let out = p.matmul(v).reshape([h, seq, d]);
-        let out = out.swap_dims(0, 1).reshape([seq, hidden]);
-        if pass.host {
-            let device = out.device();
-            return self.o.forward_host(&host_q8(out)?, &device).ok_or_else(missing_host);
-        }
-        Ok(self.o.forward(out, nx))
+        self.o
+            .forward(out.swap_dims(0, 1).reshape([seq, hidden]), nx)
     }
 }
 
@@ -142,21 +106,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<2>, pass: &Pass<'_>) -> Result<Tensor<2>, LlmError> {
-        if pass.host {
-            let device = x.device();
-            let xr = host_q8(x)?;
-            let g = self.gate.gemv_host(&xr).ok_or_else(missing_host)?;
-            let u = self.up.gemv_host(&xr).ok_or_else(missing_host)?;
-            // SwiGLU on the host: silu(g)·u, as ggml's swiglu computes it.
-            let h: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            let hr = Q8Row::quantize(&h);
-            return self.down.forward_host(&hr, &device).ok_or_else(missing_host);
-        }
-        let nx = pass.numerics;
+    fn forward(&self, x: Tensor<2>, nx: Numerics) -> Tensor<2> {
         let x = nx.quantize(x);
         let g = silu(self.gate.forward_quantized(&x));
-        Ok(self.down.forward(g * self.up.forward_quantized(&x), nx))
+        self.down.forward(g * self.up.forward_quantized(&x), nx)
     }
 }
 
@@ -180,10 +133,10 @@ impl Block {
         pass: &Pass<'_>,
         cache: &mut KvCache,
         layer: usize,
-    ) -> Result<Tensor<2>, LlmError> {
+    ) -> Tensor<2> {
         let normed = self.attn_norm.forward(x.clone());
-        let h = x + self.attn.forward(normed, pass, cache, layer)?;
-        Ok(h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass)?)
+        let h = x + self.attn.forward(normed, pass, cache, layer);
+        h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass.numerics)
     }
 }
 
@@ -224,29 +177,9 @@ pub struct Llama {
     /// How intermediate values are rounded.
     #[module(skip)]
     pub numerics: Numerics,
-    /// The LM head's GGUF blocks in host memory (CPU decode path).
-    #[module(skip)]
-    pub head_host: Option<HostMatrix>,
-    /// Decode single tokens with the host kernels when they are loaded
-    /// (CPU backend, [`Numerics::Ggml`]).
-    #[module(skip)]
-    pub host_decode: bool,
 }
 
 impl Llama {
-    /// Whether one-token steps run on the host kernels: enabled, Ggml
-    /// numerics, and every matrix has its host blocks.
-    pub fn host_decode_ready(&self) -> bool {
-        self.host_decode
-            && self.numerics == Numerics::Ggml
-            && self.head_host.is_some()
-            && self.blocks.iter().all(|b| {
-                [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.mlp.gate, &b.mlp.up, &b.mlp.down]
-                    .iter()
-                    .all(|l| l.host.is_some())
-            })
-    }
-
     /// Runs `tokens` at positions `cache.len()..`, appends their keys and
     /// values to `cache`, and returns logits (`[1 or seq, vocab]`).
     ///
@@ -281,16 +214,14 @@ impl Llama {
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &device);
         let mut x = self.token_embd.val().select(0, ids);
         let mask = (seq > 1).then(|| causal_mask(seq, start, &device));
-        let host = seq == 1 && self.host_decode_ready();
         let pass = Pass {
             rope: &self.rope,
             start,
             mask: mask.as_ref(),
             numerics: self.numerics,
-            host,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, &pass, cache, layer)?;
+            x = block.forward(x, &pass, cache, layer);
         }
         cache.set_len(total);
 
@@ -300,14 +231,6 @@ impl Llama {
         };
         // The LM head is a Q8_0 matrix in llama.cpp: its input is
         // quantised to Q8_0 blocks like any other matmul input.
-        if host && logits == Logits::Last {
-            if let Some(m) = &self.head_host {
-                let xr = host_q8(self.norm.forward(x))?;
-                let mut out = vec![0f32; m.rows()];
-                m.gemv(&xr, &mut out);
-                return Ok(Tensor::from_data(TensorData::new(out, [1, m.rows()]), &device));
-            }
-        }
         let (x, _) = self.numerics.quantize(self.norm.forward(x));
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
         Ok(x.matmul(head.transpose()))

@@ -13,9 +13,7 @@
 //! close.
 
 use burn::module::{Module, Param};
-use burn::tensor::{FloatDType, Tensor, TensorData};
-
-use super::host::{HostMatrix, Q8Row};
+use burn::tensor::{FloatDType, Tensor};
 
 /// Values per ggml block.
 pub const BLOCK: usize = 32;
@@ -106,10 +104,6 @@ pub struct QLinear {
     pub weight: Param<Tensor<2>>,
     /// Per-block minimums of a Q4_1 weight, `[in/32, out]`.
     pub mins: Option<Param<Tensor<2>>>,
-    /// The weight's GGUF blocks in host memory, for one-row products on
-    /// the CPU (see [`super::host`]); `None` on GPUs.
-    #[module(skip)]
-    pub host: Option<HostMatrix>,
 }
 
 impl QLinear {
@@ -117,23 +111,6 @@ impl QLinear {
     /// rounded as `numerics` says.
     pub fn forward(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
         self.forward_quantized(&numerics.quantize(x))
-    }
-
-    /// One row through the host kernel: `x` quantised once by the caller
-    /// ([`Q8Row::quantize`]), result as a `[1, out]` tensor on `device`.
-    /// `None` without host blocks.
-    pub fn forward_host(&self, x: &Q8Row, device: &burn::tensor::Device) -> Option<Tensor<2>> {
-        let out = self.gemv_host(x)?;
-        let n = out.len();
-        Some(Tensor::from_data(TensorData::new(out, [1, n]), device))
-    }
-
-    /// One row through the host kernel, result on the host.
-    pub fn gemv_host(&self, x: &Q8Row) -> Option<Vec<f32>> {
-        let m = self.host.as_ref()?;
-        let mut out = vec![0f32; m.rows()];
-        m.gemv(x, &mut out);
-        Some(out)
     }
 
     /// Like [`Self::forward`] for an input already prepared by

@@ -74,35 +74,59 @@ fn snapshot_save_then_generate_with_it() {
     let dir = temp_dir("snap");
     let file = dir.join("memory.mkv");
     let f = file.to_str().expect("utf-8 path");
+    let prefix = "Known facts: Caroline adopted a grey cat called Pixel.";
+    let question = "What is the cat called?";
     let info = ok_stdout(&[
-        "snapshot",
-        "save",
-        "--chat",
-        "--prefix",
-        "Known facts: Caroline adopted a grey cat called Pixel.",
-        "--out",
-        f,
+        "snapshot", "save", "--chat", "--dtype", "f32", "--prefix", prefix, "--out", f,
     ]);
     let info: serde_json::Value = serde_json::from_str(info.trim()).expect("JSON");
-    assert_eq!(info["layout"]["dtype"], "f16");
+    assert_eq!(info["layout"]["dtype"], "f32");
     assert_eq!(info["first_position"], 0);
     let file_len = std::fs::metadata(&file).expect("written").len();
     assert_eq!(info["file_bytes"], file_len);
+    let before = std::fs::read(&file).expect("read");
 
-    let out = ok_stdout(&[
+    // Warm: restore the snapshot, prefill only the question.
+    let warm = ok_stdout(&[
         "generate",
         "--chat",
         "--snapshot",
         f,
         "--prompt",
-        "What is the cat called?",
+        question,
         "--max-tokens",
         "12",
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
-    assert_eq!(v["snapshot_tokens"], info["token_count"]);
-    assert!(v["text"].as_str().unwrap_or("").contains("Pixel"), "{v}");
+    let warm: serde_json::Value = serde_json::from_str(warm.trim()).expect("JSON");
+    assert_eq!(warm["snapshot_tokens"], info["token_count"]);
+    // Cold: the same memory as a system turn, prefilled with the question.
+    let cold = ok_stdout(&[
+        "generate",
+        "--chat",
+        "--system",
+        prefix,
+        "--prompt",
+        question,
+        "--max-tokens",
+        "12",
+        "--json",
+    ]);
+    let cold: serde_json::Value = serde_json::from_str(cold.trim()).expect("JSON");
+    // The cold prompt is the snapshot's tokens followed by the warm prompt,
+    // and an f32 snapshot restores the exact state: same greedy tokens.
+    let cold_ids = cold["prompt_ids"].as_array().expect("ids");
+    let warm_ids = warm["prompt_ids"].as_array().expect("ids");
+    let n = info["token_count"].as_u64().expect("count") as usize;
+    assert_eq!(cold_ids.len(), n + warm_ids.len(), "{cold} vs {warm}");
+    assert_eq!(&cold_ids[n..], warm_ids.as_slice());
+    assert_eq!(
+        warm["generated_ids"], cold["generated_ids"],
+        "{warm} vs {cold}"
+    );
+    assert_eq!(warm["text"], cold["text"]);
+    // Generating from a snapshot never changes it.
+    assert_eq!(std::fs::read(&file).expect("read"), before);
 
     // A truncated copy is refused with one line and status 1.
     let bytes = std::fs::read(&file).expect("read");
