@@ -103,9 +103,30 @@ pub struct ScaleArgs {
     /// Query embedding with the real embedder (`auto`: when it loads).
     #[arg(long, value_enum, default_value = "auto")]
     pub dense: DenseMode,
+    /// Distribution of the synthetic memory vectors.
+    #[arg(long, value_enum, default_value = "clustered")]
+    pub vectors: VectorsArg,
+    /// HNSW candidate list size while building.
+    #[arg(long, default_value_t = memkern_linux::ann::AnnParams::DEFAULT.ef_construction as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ef_construction: u32,
+    /// HNSW candidate list size while searching.
+    #[arg(long, default_value_t = memkern_linux::ann::AnnParams::DEFAULT.ef_search as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ef_search: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Distribution of `memkern eval scale`'s synthetic memory vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VectorsArg {
+    /// Hundreds of Gaussian topic clusters of sub-topic clusters, like
+    /// sentence embeddings.
+    Clustered,
+    /// Uniform random unit vectors (the worst case for HNSW).
+    Uniform,
 }
 
 /// Whether `memkern eval locomo` runs the dense rankers.

@@ -5,6 +5,8 @@
 //! CLI (`src/main.rs`, `src/cli.rs`, `src/commands/`) is a thin shell over
 //! this crate.
 //!
+//! - [`ann`]: [`ann::DenseIndex`], exact int8 search for small stores and
+//!   an HNSW graph (instant-distance) above a measured size.
 //! - [`embed`]: the [`embed::DenseEmbedder`] seam that sentence embedders
 //!   (MiniLM on tract, from `memkern-models`) plug into.
 //! - [`eval`]: benchmarks of retrieval quality and speed — LoCoMo evidence
@@ -12,5 +14,6 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod ann;
 pub mod embed;
 pub mod eval;
