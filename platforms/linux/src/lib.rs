@@ -11,9 +11,12 @@
 //!   (MiniLM on tract, from `memkern-models`) plug into.
 //! - [`eval`]: benchmarks of retrieval quality and speed — LoCoMo evidence
 //!   recall ([`eval::locomo`]).
+//! - [`vault`]: durable state on disk — today the content-addressed blob
+//!   store for snapshots and adapters ([`vault::blobs::BlobStore`]).
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 pub mod ann;
 pub mod embed;
 pub mod eval;
+pub mod vault;
