@@ -11,8 +11,8 @@
 //!   (MiniLM on tract, from `memkern-models`) plug into.
 //! - [`eval`]: benchmarks of retrieval quality and speed — LoCoMo evidence
 //!   recall ([`eval::locomo`]).
-//! - [`vault`]: durable state on disk — today the content-addressed blob
-//!   store for snapshots and adapters ([`vault::blobs::BlobStore`]).
+//! - [`vault`]: durable state on disk — cubes in redb, snapshot and
+//!   adapter blobs in a content-addressed directory ([`vault::Vault`]).
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic)]
 
