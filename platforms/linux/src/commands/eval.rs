@@ -208,8 +208,6 @@ fn render_scale(r: &ScaleReport, no_embedder: Option<&String>) -> String {
         "ns/mem"
     );
     for row in &r.rows {
-        let pair =
-            |l: &memkern_linux::eval::stats::Latency| format!("{:.2}/{:.2}", l.p50_ms, l.p95_ms);
         let _ = writeln!(
             s,
             "{:>9} {:>8.2} {:>8.1} {:>16} {:>14} {:>14} {:>14} {:>20} {:>7.1}",
@@ -243,8 +241,6 @@ fn render_scale(r: &ScaleReport, no_embedder: Option<&String>) -> String {
         "hybrid+HNSW total p50/95"
     );
     for row in &r.rows {
-        let pair =
-            |l: &memkern_linux::eval::stats::Latency| format!("{:.2}/{:.2}", l.p50_ms, l.p95_ms);
         let _ = writeln!(
             s,
             "{:>9} {:>8.1} {:>8.1} {:>14} {:>14} {:>10.3} {:>24}",
@@ -263,4 +259,9 @@ fn render_scale(r: &ScaleReport, no_embedder: Option<&String>) -> String {
          hybrid+HNSW = analysis + embedding + bm25+signals + HNSW, weighted-sum fusion)"
     );
     s
+}
+
+/// A latency as `p50/p95` in milliseconds.
+fn pair(l: &memkern_linux::eval::stats::Latency) -> String {
+    format!("{:.2}/{:.2}", l.p50_ms, l.p95_ms)
 }

@@ -64,6 +64,12 @@ const TMP_SUFFIX: &str = ".tmp";
 /// Distinguishes concurrent temporary files of one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Maps an I/O error on `path` to [`BlobError::Io`].
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlobError {
+    let path = path.to_owned();
+    move |source| BlobError::Io { path, source }
+}
+
 fn digest_of(bytes: &[u8]) -> BlobDigest {
     BlobDigest(Sha256::digest(bytes).into())
 }
@@ -102,21 +108,19 @@ impl BlobStore {
     }
 
     /// Stores `bytes` durably and returns their digest. Storing the same
-    /// content twice is one file.
+    /// content twice is one file; a damaged file of that digest is replaced.
     pub fn put(&self, bytes: &[u8]) -> Result<BlobDigest, BlobError> {
         let digest = digest_of(bytes);
         let target = self.path(&digest);
-        if target.exists() {
+        // Same content already stored — unless that file was damaged, in
+        // which case it is rewritten below.
+        if self.get(&digest).is_ok() {
             return Ok(digest);
         }
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
             .join(format!(".{digest}.{}.{n}{TMP_SUFFIX}", std::process::id()));
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| BlobError::Io { path, source }
-        };
         let written = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -126,11 +130,11 @@ impl BlobStore {
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
+            return Err(io_err(&tmp)(e));
         }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+            .map_err(io_err(&self.dir))?;
         Ok(digest)
     }
 
@@ -237,22 +241,16 @@ mod tests {
         let dir = temp_dir("damage");
         let (store, _) = BlobStore::open(&dir)?;
         let d = store.put(&[7u8; 4096])?;
-        let mut bytes = fs::read(store.path(&d)).map_err(|source| BlobError::Io {
-            path: store.path(&d),
-            source,
-        })?;
+        let mut bytes = fs::read(store.path(&d)).map_err(io_err(&store.path(&d)))?;
         bytes[100] ^= 0x10;
-        fs::write(store.path(&d), &bytes).map_err(|source| BlobError::Io {
-            path: store.path(&d),
-            source,
-        })?;
+        fs::write(store.path(&d), &bytes).map_err(io_err(&store.path(&d)))?;
         assert!(matches!(store.get(&d), Err(BlobError::Damaged { expected, .. }) if expected == d));
         // Truncated to nothing: still damaged, not an empty blob.
-        fs::write(store.path(&d), b"").map_err(|source| BlobError::Io {
-            path: store.path(&d),
-            source,
-        })?;
+        fs::write(store.path(&d), b"").map_err(io_err(&store.path(&d)))?;
         assert!(matches!(store.get(&d), Err(BlobError::Damaged { .. })));
+        // Putting the content again repairs the file.
+        assert_eq!(store.put(&[7u8; 4096])?, d);
+        assert_eq!(store.get(&d)?, vec![7u8; 4096]);
         let _ = fs::remove_dir_all(&dir);
         Ok(())
     }
@@ -265,10 +263,7 @@ mod tests {
         let orphan = store.put(b"written, reference never committed")?;
         // A crash mid-put leaves a temporary file.
         let tmp = dir.join(format!(".{orphan}.1.0{TMP_SUFFIX}"));
-        fs::write(&tmp, b"half").map_err(|source| BlobError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
+        fs::write(&tmp, b"half").map_err(io_err(&tmp))?;
         drop(store);
         let (store, removed) = BlobStore::open(&dir)?;
         assert_eq!(removed, 1);

@@ -163,7 +163,11 @@ impl Vault {
             t.remove(key(id)).map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))?;
-        if let Some(b) = blob.filter(|b| !self.referenced_blobs().is_ok_and(|r| r.contains(b))) {
+        // An error while checking other references keeps the blob (an
+        // orphan is removed at the next open; a wrong delete loses data).
+        if let Some(b) = blob
+            && !self.referenced_blobs()?.contains(&b)
+        {
             self.blobs.remove(&b)?;
         }
         Ok(true)
