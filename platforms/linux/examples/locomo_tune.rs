@@ -38,8 +38,22 @@ fn prepare(
     convs
         .iter()
         .map(|c| {
-            let store = locomo::ingest(c, analyzer, embedder.as_deref(), || {})?;
-            let questions = locomo::prepare_questions(c, &store, embedder.as_deref())?.questions;
+            let store = locomo::ingest(
+                c,
+                analyzer,
+                embedder
+                    .as_deref()
+                    .map(|e| e as &dyn memkern_linux::embed::DenseEmbedder),
+                || {},
+            )?;
+            let questions = locomo::prepare_questions(
+                c,
+                &store,
+                embedder
+                    .as_deref()
+                    .map(|e| e as &dyn memkern_linux::embed::DenseEmbedder),
+            )?
+            .questions;
             Ok(Prepared { store, questions })
         })
         .collect()

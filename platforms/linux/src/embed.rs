@@ -32,10 +32,10 @@ pub trait DenseEmbedder {
 /// Loads the embedder this build offers: all-MiniLM-L6-v2 (fetched into
 /// the model cache on first use) with the `embed` feature, none without.
 /// The error says why there is none, for reports.
-pub fn load_default() -> Result<Box<dyn DenseEmbedder>, String> {
+pub fn load_default() -> Result<Box<dyn DenseEmbedder + Send + Sync>, String> {
     #[cfg(feature = "embed")]
     {
-        minilm::MiniLm::load().map(|m| Box::new(m) as Box<dyn DenseEmbedder>)
+        minilm::MiniLm::load().map(|m| Box::new(m) as Box<dyn DenseEmbedder + Send + Sync>)
     }
     #[cfg(not(feature = "embed"))]
     {

@@ -11,6 +11,8 @@
 //!   (MiniLM on tract, from `memkern-models`) plug into.
 //! - [`eval`]: benchmarks of retrieval quality and speed — LoCoMo evidence
 //!   recall ([`eval::locomo`]).
+//! - [`runtime`]: the memory OS — users, cube namespaces, memories with
+//!   history, hybrid search, governance, audit ([`runtime::Runtime`]).
 //! - [`vault`]: durable state on disk — cubes in redb, snapshot and
 //!   adapter blobs in a content-addressed directory ([`vault::Vault`]).
 #![deny(missing_docs)]
@@ -19,4 +21,6 @@
 pub mod ann;
 pub mod embed;
 pub mod eval;
+pub mod runtime;
+pub mod server;
 pub mod vault;

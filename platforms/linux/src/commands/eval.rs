@@ -18,10 +18,11 @@ use crate::cli::{DenseMode, LocomoArgs, ScaleArgs, VectorsArg};
 fn embedder_for(mode: DenseMode) -> Result<Result<Box<dyn embed::DenseEmbedder>, String>> {
     let embedder = match mode {
         DenseMode::Off => Err("disabled with --dense off".to_owned()),
-        DenseMode::Auto => embed::load_default(),
+        DenseMode::Auto => embed::load_default().map(|e| e as Box<dyn embed::DenseEmbedder>),
         DenseMode::On => Ok(embed::load_default()
             .map_err(anyhow::Error::msg)
-            .context("--dense on: no sentence embedder")?),
+            .context("--dense on: no sentence embedder")?
+            as Box<dyn embed::DenseEmbedder>),
     };
     if let Err(why) = &embedder {
         tracing::warn!("dense retrieval unavailable: {why}");

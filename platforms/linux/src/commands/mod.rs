@@ -3,11 +3,13 @@
 //! Commands own the user-facing side (progress bars, tables, `anyhow`
 //! context); the work itself is in the `memkern_linux` library.
 
+mod chat;
 #[cfg(feature = "embed")]
 mod embed;
 mod eval;
 mod generate;
 mod llm;
+mod memory;
 mod snapshot;
 
 use anyhow::Result;
@@ -26,5 +28,27 @@ pub fn run(command: Command) -> Result<()> {
         Command::Embed(args) => embed::embed(&args),
         #[cfg(not(feature = "embed"))]
         Command::Embed(_) => anyhow::bail!("memkern was built without the `embed` feature"),
+        Command::User(args) => memory::user(&args),
+        Command::Cube(args) => memory::cube(&args),
+        Command::Add(args) => memory::add(&args),
+        Command::Ingest(args) => memory::ingest(&args),
+        Command::Get(args) => memory::get(&args),
+        Command::Search(args) => memory::search(&args),
+        Command::Update(args) => memory::update(&args),
+        Command::History(args) => memory::history(&args),
+        Command::Rollback(args) => memory::rollback(&args),
+        Command::Delete(args) => memory::delete(&args),
+        Command::Expire(args) => memory::expire(&args),
+        Command::Audit(args) => memory::audit(&args),
+        Command::Chat(args) => chat::chat(&args),
+        Command::Stats(args) => chat::stats(&args),
+        Command::Demo(args) => chat::demo(&args),
+        Command::Export(args) => memory::export(&args),
+        Command::Import(args) => memory::import(&args),
+        Command::Pack(crate::cli::PackCommand::Keygen { file }) => {
+            let public = memkern_linux::runtime::pack::generate_key(&file)?;
+            println!("public key: {public}");
+            Ok(())
+        }
     }
 }

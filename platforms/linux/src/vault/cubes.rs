@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use super::blobs::{BlobError, BlobStore};
 
 /// Cube id (big-endian u128) → encoded cube.
-const CUBES: TableDefinition<u128, &[u8]> = TableDefinition::new("cubes");
+pub(crate) const CUBES: TableDefinition<u128, &[u8]> = TableDefinition::new("cubes");
 
 /// Why a vault operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,8 @@ fn blob_of(cube: &OwnedCube) -> Option<BlobDigest> {
     }
 }
 
-fn key(id: &CubeId) -> u128 {
+/// The table key of a cube id.
+pub(crate) fn key(id: &CubeId) -> u128 {
     u128::from_be_bytes(id.0)
 }
 
@@ -121,19 +122,92 @@ impl Vault {
     /// Validates and stores an encoded cube (replacing a cube with the same
     /// id); returns its id once committed.
     pub fn put(&self, bytes: &[u8]) -> Result<CubeId, VaultError> {
+        let err = self.db_err();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let id = self.put_in(&txn, bytes)?;
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(id)
+    }
+
+    /// [`Self::put`] inside the caller's transaction, so a cube and the
+    /// records that point at it commit together.
+    pub(crate) fn put_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        bytes: &[u8],
+    ) -> Result<CubeId, VaultError> {
         let cube = cube::decode_owned(bytes)?;
         let id = cube.meta.id;
         if let Some(blob) = blob_of(&cube).filter(|b| !self.blobs.contains(b)) {
             return Err(VaultError::MissingBlob { cube: id, blob });
         }
         let err = self.db_err();
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut t = txn.open_table(CUBES).map_err(|e| err(e.into()))?;
-            t.insert(key(&id), bytes).map_err(|e| err(e.into()))?;
-        }
-        txn.commit().map_err(|e| err(e.into()))?;
+        let mut t = txn.open_table(CUBES).map_err(|e| err(e.into()))?;
+        t.insert(key(&id), bytes).map_err(|e| err(e.into()))?;
         Ok(id)
+    }
+
+    /// The database, for layers that keep their own tables beside the
+    /// cubes and commit them in the same transactions.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Maps a redb error of this vault into a [`VaultError`].
+    pub(crate) fn db_error(&self, e: impl Into<redb::Error>) -> VaultError {
+        VaultError::Db {
+            path: self.path.clone(),
+            message: e.into().to_string(),
+        }
+    }
+
+    /// Rewrites the database file with only its live records (`copy`
+    /// copies every table), then replaces the old file.
+    ///
+    /// Exists because redb is copy-on-write: a deleted record's bytes stay
+    /// in freed pages until they are reused. After a vacuum the file holds
+    /// nothing that was deleted. Costs one copy of the live data.
+    pub fn vacuum(
+        &mut self,
+        copy: impl FnOnce(&redb::ReadTransaction, &redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), VaultError> {
+        let tmp = self.path.with_extension("redb.vacuum");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let fresh = Database::create(&tmp).map_err(|e| self.db_error(e))?;
+            let src = self.db.begin_read().map_err(|e| self.db_error(e))?;
+            let dst = fresh.begin_write().map_err(|e| self.db_error(e))?;
+            copy(&src, &dst).map_err(|e| self.db_error(e))?;
+            dst.commit().map_err(|e| self.db_error(e))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(|e| VaultError::Db {
+            path: self.path.clone(),
+            message: format!("replacing the file after a vacuum: {e}"),
+        })?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| VaultError::Db {
+                    path: self.path.clone(),
+                    message: format!("syncing the directory after a vacuum: {e}"),
+                })?;
+        }
+        self.db = Database::create(&self.path).map_err(|e| self.db_error(e))?;
+        Ok(())
+    }
+
+    /// Removes blob `digest` if no stored cube references it; true if it
+    /// was removed.
+    pub(crate) fn remove_blob_if_unreferenced(
+        &self,
+        digest: &BlobDigest,
+    ) -> Result<bool, VaultError> {
+        // An error while checking other references keeps the blob (an
+        // orphan is removed at the next open; a wrong delete loses data).
+        if self.referenced_blobs()?.contains(digest) {
+            return Ok(false);
+        }
+        Ok(self.blobs.remove(digest)?)
     }
 
     /// The encoded cube `id`, if stored.
@@ -163,12 +237,8 @@ impl Vault {
             t.remove(key(id)).map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))?;
-        // An error while checking other references keeps the blob (an
-        // orphan is removed at the next open; a wrong delete loses data).
-        if let Some(b) = blob
-            && !self.referenced_blobs()?.contains(&b)
-        {
-            self.blobs.remove(&b)?;
+        if let Some(b) = blob {
+            self.remove_blob_if_unreferenced(&b)?;
         }
         Ok(true)
     }

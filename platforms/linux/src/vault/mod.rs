@@ -10,4 +10,5 @@
 pub mod blobs;
 pub mod cubes;
 
+pub(crate) use cubes::{CUBES, key as cube_key};
 pub use cubes::{Recovery, Vault, VaultError};

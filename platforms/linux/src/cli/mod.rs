@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod memory;
+pub use memory::*;
+
 /// memkern: a memory runtime for on-device LLM assistants.
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +40,45 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Print each text's token ids and sentence embedding (all-MiniLM-L6-v2).
     Embed(EmbedArgs),
+    /// Users and their API keys.
+    User(UserArgs),
+    /// Cube namespaces and sharing.
+    Cube(CubeArgs),
+    /// Store a memory (redacted, deduplicated, embedded, indexed).
+    Add(AddArgs),
+    /// Store a file's lines as memories, acknowledging each once durable.
+    Ingest(IngestArgs),
+    /// Show a memory's current version.
+    Get(MemoryArgs),
+    /// Hybrid search over the memories the acting user may read.
+    Search(SearchArgs),
+    /// Replace a memory's text with a new version.
+    Update(UpdateArgs),
+    /// Show every version of a memory.
+    History(MemoryArgs),
+    /// Make an earlier version current again (as a new version).
+    Rollback(RollbackArgs),
+    /// Hard-delete a memory: all versions, index entries and snapshots.
+    Delete(MemoryArgs),
+    /// Set a memory's time to live.
+    Expire(ExpireArgs),
+    /// Show the audit log (administrator).
+    Audit(AuditArgs),
+    /// Ask the assistant: retrieval, the scheduler's plan, KV snapshots
+    /// and/or memories as text, then SmolLM2.
+    Chat(ChatArgs),
+    /// What the vault holds per tier, and snapshot hit rates and TTFT.
+    Stats(StatsArgs),
+    /// Write a cube's memories (all versions) and snapshots to a pack file.
+    Export(ExportArgs),
+    /// Import a pack file into a cube.
+    Import(ImportArgs),
+    /// Pack signing keys.
+    #[command(subcommand)]
+    Pack(PackCommand),
+    /// The tour: ingest a LoCoMo conversation as a user's memories,
+    /// restart, answer questions cold and warm.
+    Demo(DemoArgs),
 }
 
 /// Arguments of `memkern embed`.

@@ -1,0 +1,227 @@
+//! `memkern chat`, `memkern stats` and `memkern demo`: the assistant on
+//! top of the runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use memkern_core::governance::Principal;
+use memkern_linux::eval::locomo;
+use memkern_linux::runtime::chat::{ChatStats, UsedAs};
+use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime};
+
+use super::llm::load_llm;
+use super::memory::open;
+use crate::cli::{ChatArgs, DemoArgs, StatsArgs};
+
+fn print_answer(r: &ChatResponse) {
+    println!("{}", r.answer);
+    for m in &r.memories {
+        let how = match m.used_as {
+            UsedAs::Snapshot => "snapshot",
+            UsedAs::Text => "text",
+        };
+        println!("  [{how:>8}] {}  {}", m.id, m.text);
+    }
+    println!(
+        "  ttft {:.0} ms (retrieval {:.0} ms), total {:.0} ms; {} prompt tokens, {} restored; {} snapshot(s) saved",
+        r.ttft_ms, r.retrieval_ms, r.total_ms, r.prompt_tokens, r.restored_tokens, r.promoted
+    );
+}
+
+/// `memkern chat`.
+pub fn chat(args: &ChatArgs) -> Result<()> {
+    if args.vault.as_user.is_none() {
+        bail!("a chat answers as a user: give --as USER");
+    }
+    let (rt, who) = open(&args.vault)?;
+    let rt = Arc::new(rt);
+    let mut req = ChatRequest::new(args.message.clone());
+    req.max_tokens = args.max_tokens as usize;
+    req.snapshots = !args.no_snapshots;
+    let cube = args.cube.as_deref().unwrap_or("default");
+    let ns = rt.namespace_named(who.user, cube)?.id;
+    if args.cube.is_some() {
+        req.namespaces = Some(vec![ns]);
+    }
+    if args.remember {
+        req.remember_in = Some(ns);
+    }
+    let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+    let assistant = Assistant::new(rt, llm)?;
+    let r = assistant.chat(&who, &req)?;
+    if args.vault.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_answer(&r);
+    }
+    Ok(())
+}
+
+fn mean(sum: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// `memkern stats`.
+pub fn stats(args: &StatsArgs) -> Result<()> {
+    let (rt, _) = open(&args.vault)?;
+    let s = rt.stats()?;
+    if args.vault.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let c: ChatStats = s.chat;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "users {}  cubes {}  memories {} ({} versions)",
+        s.users, s.cubes, s.memories, s.versions
+    );
+    println!("plaintext   {:>10.2} MiB in cubes", mib(s.plaintext_bytes));
+    println!(
+        "snapshots   {:>10.2} MiB in {} KV block(s) (flash tier)",
+        mib(s.snapshot_bytes),
+        s.snapshots
+    );
+    println!(
+        "adapters    {:>10.2} MiB in {}",
+        mib(s.adapter_bytes),
+        s.adapters
+    );
+    println!(
+        "database    {:>10.2} MiB; audit log {} entries",
+        mib(s.database_bytes),
+        s.audit_entries
+    );
+    let turns_with = c.snapshot_hits + c.snapshot_misses;
+    println!(
+        "chat turns {}; snapshot hit rate {}; TTFT warm {} / cold {}",
+        c.turns,
+        if turns_with > 0 {
+            format!(
+                "{:.0} % ({}/{})",
+                100.0 * c.snapshot_hits as f64 / turns_with as f64,
+                c.snapshot_hits,
+                turns_with
+            )
+        } else {
+            "-".to_owned()
+        },
+        mean(c.ttft_warm_ms_sum, c.snapshot_hits).map_or("-".to_owned(), |m| format!("{m:.0} ms")),
+        mean(c.ttft_cold_ms_sum, c.snapshot_misses)
+            .map_or("-".to_owned(), |m| format!("{m:.0} ms")),
+    );
+    println!("snapshots promoted {}, evicted {}", c.promoted, c.evicted);
+    Ok(())
+}
+
+/// `memkern demo`: ingest a LoCoMo conversation as Caroline's memories,
+/// restart the runtime, then answer questions twice each — cold (no
+/// snapshot yet) and warm (restoring the KV block saved after the first
+/// answer).
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    let data = args
+        .locomo
+        .clone()
+        .or_else(|| std::env::var_os("MEMKERN_LOCOMO").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/data/locomo"));
+    let conversations = locomo::load_dir(&data, Some(std::slice::from_ref(&args.conversation)))
+        .with_context(|| format!("cannot load LoCoMo data from {}", data.display()))?;
+    let conv = conversations.first().with_context(|| {
+        format!(
+            "conversation {} not found in {}",
+            args.conversation,
+            data.display()
+        )
+    })?;
+    let (dir, temporary) = match &args.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("memkern-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::default();
+    // Promote every memory a chat uses, so the second ask is warm.
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+
+    let user = conv.speakers[0].to_lowercase();
+    println!(
+        "==> ingesting LoCoMo conversation {} as {user}'s memories",
+        conv.id
+    );
+    {
+        let (rt, _) = Runtime::open(&dir, config.clone(), Some(embedder))?;
+        let (info, _key) = rt.create_user(&rt.admin(), &user)?;
+        let ns = rt.namespace_named(info.id, "default")?.id;
+        let who = Principal::user(info.id);
+        let turns: usize = conv.sessions.iter().map(|s| s.turns.len()).sum();
+        let bar = ProgressBar::new(turns as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} turns {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let t = Instant::now();
+        let mut dups = 0;
+        for s in &conv.sessions {
+            for turn in &s.turns {
+                let mut text = format!("{}: {}", turn.speaker, turn.text);
+                if let Some(c) = &turn.caption {
+                    text.push_str(&format!(" [shares a photo: {c}]"));
+                }
+                let out = rt.add(
+                    &who,
+                    &AddRequest {
+                        namespace: ns,
+                        text,
+                        time: Some(s.time),
+                        ..AddRequest::default()
+                    },
+                )?;
+                dups += usize::from(out.duplicate);
+                bar.inc(1);
+            }
+        }
+        bar.finish_and_clear();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "    {turns} turns in {secs:.1} s ({:.0}/s, embedding included); {dups} near-duplicates merged",
+            turns as f64 / secs
+        );
+    }
+    println!("==> restarting the runtime (vault reopened, index rebuilt from disk)");
+    let t = Instant::now();
+    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+    let (rt, report) = Runtime::open(&dir, config, Some(embedder))?;
+    println!(
+        "    {} memories indexed in {:.0} ms",
+        report.memories,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let who = Principal::user(rt.user(&user)?.id);
+    let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+    let assistant = Assistant::new(Arc::new(rt), llm)?;
+    for q in conv.questions.iter().take(args.questions as usize) {
+        println!("\n==> Q: {}", q.text);
+        for round in ["cold", "warm"] {
+            let r = assistant.chat(&who, &ChatRequest::new(q.text.clone()))?;
+            println!("--- {round}:");
+            print_answer(&r);
+        }
+    }
+    let s = assistant.stats();
+    println!(
+        "\n==> TTFT: cold {} ms, warm {} ms (mean over {} / {} turns)",
+        mean(s.ttft_cold_ms_sum, s.snapshot_misses).map_or("-".to_owned(), |m| format!("{m:.0}")),
+        mean(s.ttft_warm_ms_sum, s.snapshot_hits).map_or("-".to_owned(), |m| format!("{m:.0}")),
+        s.snapshot_misses,
+        s.snapshot_hits
+    );
+    drop(assistant);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! The runtime subcommands: users, cubes and memories, over
+//! [`memkern_linux::runtime::Runtime`].
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use memkern_core::governance::Principal;
+use memkern_core::time::Timestamp;
+use memkern_linux::runtime::input::{parse_duration_ms, parse_time};
+use memkern_linux::runtime::{
+    AddRequest, Config, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
+};
+use serde::Serialize;
+
+use crate::cli::{
+    AccessArg, AddArgs, AuditArgs, CubeArgs, CubeCommand, CubeRef, ExpireArgs, ExportArgs,
+    ImportArgs, IngestArgs, MemoryArgs, RollbackArgs, SearchArgs, UpdateArgs, UserArgs,
+    UserCommand, VaultArgs,
+};
+
+/// The data directory: `--data-dir`, `$MEMKERN_DATA_DIR`,
+/// `$XDG_DATA_HOME/memkern` or `~/.local/share/memkern`.
+pub fn data_dir(v: &VaultArgs) -> Result<PathBuf> {
+    if let Some(d) = &v.data_dir {
+        return Ok(d.clone());
+    }
+    if let Some(d) = std::env::var_os("MEMKERN_DATA_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("memkern"));
+    }
+    let home = std::env::var_os("HOME").context("no --data-dir, XDG_DATA_HOME or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/memkern"))
+}
+
+/// Opens the runtime the flags name and the principal to act as.
+pub fn open(v: &VaultArgs) -> Result<(Runtime, Principal)> {
+    let dir = data_dir(v)?;
+    let config_path = v.config.clone().unwrap_or_else(|| dir.join("memkern.toml"));
+    let config = Config::load(&config_path)?;
+    let embedder = if v.no_embed {
+        None
+    } else {
+        match memkern_linux::embed::load_default() {
+            Ok(e) => Some(e),
+            Err(why) => bail!("{why} (use --no-embed for keyword search only)"),
+        }
+    };
+    let (rt, report) = Runtime::open(&dir, config, embedder)
+        .with_context(|| format!("cannot open the vault in {}", dir.display()))?;
+    tracing::info!(?report, dir = %dir.display(), "vault open");
+    let who = match &v.as_user {
+        Some(name) => Principal::user(rt.user(name)?.id),
+        None => rt.admin(),
+    };
+    Ok((rt, who))
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", text(value));
+    }
+    Ok(())
+}
+
+fn time_text(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.0).map_or_else(
+        || t.0.to_string(),
+        |d| d.format("%Y-%m-%d %H:%M").to_string(),
+    )
+}
+
+fn memory_line(m: &MemoryView) -> String {
+    let tags = if m.tags.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", m.tags.join(", "))
+    };
+    format!(
+        "{}  v{}  cube {}  {}{}\n  {}",
+        m.id,
+        m.version,
+        m.namespace,
+        time_text(m.time),
+        tags,
+        m.text
+    )
+}
+
+fn namespace_of(rt: &Runtime, cube: &CubeRef) -> Result<memkern_core::ids::NamespaceId> {
+    let owner = rt.user(&cube.user)?;
+    Ok(rt.namespace_named(owner.id, &cube.cube)?.id)
+}
+
+/// `memkern user …`.
+pub fn user(args: &UserArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let json = args.vault.json;
+    match &args.command {
+        UserCommand::Add { name } => {
+            let (user, key) = rt.create_user(&who, name)?;
+            #[derive(Serialize)]
+            struct Out<'a> {
+                user: &'a memkern_linux::runtime::UserInfo,
+                api_key: &'a str,
+            }
+            print(
+                json,
+                &Out {
+                    user: &user,
+                    api_key: &key.0,
+                },
+                |o| {
+                    format!(
+                        "user {} (id {})\napi key: {}",
+                        o.user.name, o.user.id, o.api_key
+                    )
+                },
+            )
+        }
+        UserCommand::List => print(json, &rt.users(&who)?, |users| {
+            users
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{:>4}  {}{}",
+                        u.id,
+                        u.name,
+                        if u.admin { "  (admin)" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        UserCommand::RotateKey { name } => {
+            let key = rt.rotate_key(&who, name)?;
+            print(json, &key.0, |k| format!("api key: {k}"))
+        }
+    }
+}
+
+/// `memkern cube …`.
+pub fn cube(args: &CubeArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let json = args.vault.json;
+    let line = |n: &memkern_linux::runtime::NamespaceInfo| {
+        format!(
+            "{:>4}  owner {}  {}  readers {:?}  writers {:?}",
+            n.id, n.owner, n.name, n.readers, n.writers
+        )
+    };
+    match &args.command {
+        CubeCommand::Create { user, name } => {
+            let owner = rt.user(user)?;
+            let ns = rt.create_namespace(&who, owner.id, name)?;
+            print(json, &ns, line)
+        }
+        CubeCommand::List => print(json, &rt.namespaces(&who)?, |all| {
+            all.iter().map(line).collect::<Vec<_>>().join("\n")
+        }),
+        CubeCommand::Share {
+            user,
+            name,
+            with,
+            access,
+        } => {
+            let ns = namespace_of(
+                &rt,
+                &CubeRef {
+                    user: user.clone(),
+                    cube: name.clone(),
+                },
+            )?;
+            let with = rt.user(with)?.id;
+            let access = match access {
+                AccessArg::Read => ShareAccess::Read,
+                AccessArg::ReadWrite => ShareAccess::ReadWrite,
+                AccessArg::None => ShareAccess::None,
+            };
+            print(json, &rt.share(&who, ns, with, access)?, line)
+        }
+    }
+}
+
+/// `memkern add`.
+pub fn add(args: &AddArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let req = AddRequest {
+        namespace: namespace_of(&rt, &args.cube)?,
+        text: args.text.clone(),
+        time: args.time.as_deref().map(parse_time).transpose()?,
+        tags: args.tags.clone(),
+        ttl_ms: args.ttl.as_deref().map(parse_duration_ms).transpose()?,
+    };
+    let out = rt.add(&who, &req)?;
+    print(args.vault.json, &out, |o| {
+        let mut s = if o.duplicate {
+            format!(
+                "duplicate of {} (similarity {:.3}); its usage was bumped",
+                o.id,
+                o.similarity.unwrap_or(1.0)
+            )
+        } else {
+            format!("added {}", o.id)
+        };
+        if !o.redacted.is_empty() {
+            let kinds: Vec<_> = o.redacted.iter().map(|k| k.label()).collect();
+            s.push_str(&format!("\nredacted: {}", kinds.join(", ")));
+        }
+        s
+    })
+}
+
+/// `memkern ingest`: one memory per line, `ack <line> <id>` per durable
+/// write (flushed at once, so a supervisor can trust it).
+pub fn ingest(args: &IngestArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let namespace = namespace_of(&rt, &args.cube)?;
+    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut out = std::io::stdout().lock();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = AddRequest {
+            namespace,
+            text: line,
+            ..AddRequest::default()
+        };
+        let o = rt
+            .add(&who, &req)
+            .with_context(|| format!("line {}", n + 1))?;
+        writeln!(
+            out,
+            "ack {} {}{}",
+            n + 1,
+            o.id,
+            if o.duplicate { " duplicate" } else { "" }
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn memory_id(s: &str) -> Result<MemoryId> {
+    Ok(s.parse()?)
+}
+
+/// `memkern get`.
+pub fn get(args: &MemoryArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let m = rt.get(&who, memory_id(&args.id)?)?;
+    print(args.vault.json, &m, memory_line)
+}
+
+/// `memkern search`.
+pub fn search(args: &SearchArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let namespaces = match (&args.user, &args.cube) {
+        (Some(user), Some(cube)) => Some(vec![namespace_of(
+            &rt,
+            &CubeRef {
+                user: user.clone(),
+                cube: cube.clone(),
+            },
+        )?]),
+        (Some(user), None) => {
+            let owner = rt.user(user)?.id;
+            Some(
+                rt.namespaces(&who)?
+                    .into_iter()
+                    .filter(|n| n.owner == owner)
+                    .map(|n| n.id)
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    let req = SearchRequest {
+        query: args.query.clone(),
+        namespaces,
+        since: args.since.as_deref().map(parse_time).transpose()?,
+        until: args.until.as_deref().map(parse_time).transpose()?,
+        tags: args.tags.clone(),
+        k: args.k as usize,
+    };
+    let hits = rt.search(&who, &req)?;
+    print(args.vault.json, &hits, |hits| {
+        if hits.is_empty() {
+            return "no memories found".to_owned();
+        }
+        hits.iter()
+            .map(|h| format!("{:.3}  {}", h.score, memory_line(&h.memory)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// `memkern update`.
+pub fn update(args: &UpdateArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let m = rt.update(&who, memory_id(&args.id)?, &args.text)?;
+    print(args.vault.json, &m, memory_line)
+}
+
+/// `memkern history`.
+pub fn history(args: &MemoryArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let all = rt.history(&who, memory_id(&args.id)?)?;
+    print(args.vault.json, &all, |all| {
+        all.iter().map(memory_line).collect::<Vec<_>>().join("\n")
+    })
+}
+
+/// `memkern rollback`.
+pub fn rollback(args: &RollbackArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let m = rt.rollback(&who, memory_id(&args.id)?, args.to)?;
+    print(args.vault.json, &m, memory_line)
+}
+
+/// `memkern delete`.
+pub fn delete(args: &MemoryArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let r = rt.delete(&who, memory_id(&args.id)?)?;
+    print(args.vault.json, &r, |r| {
+        format!(
+            "deleted {} version(s) and {} derived snapshot(s)",
+            r.versions, r.derived
+        )
+    })
+}
+
+/// `memkern expire`.
+pub fn expire(args: &ExpireArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let at = match (&args.ttl, &args.at) {
+        (Some(ttl), _) => {
+            let ms = parse_duration_ms(ttl)?;
+            memkern_linux::runtime::now().saturating_add_millis(i64::try_from(ms)?)
+        }
+        (None, Some(at)) => parse_time(at)?,
+        (None, None) => bail!("give --ttl or --at"),
+    };
+    rt.expire(&who, memory_id(&args.id)?, at)?;
+    print(args.vault.json, &at, |at| {
+        format!("expires at {}", time_text(*at))
+    })
+}
+
+/// `memkern audit`.
+pub fn audit(args: &AuditArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let log = rt.audit_log(&who, args.from, args.limit)?;
+    print(args.vault.json, &log, |log| {
+        log.iter()
+            .map(|e| {
+                format!(
+                    "{:>6}  {}  user {}{}  {:<12} {}  {}{}",
+                    e.seq,
+                    time_text(e.at),
+                    e.actor,
+                    if e.admin { " (admin)" } else { "" },
+                    e.action,
+                    if e.allowed { "allowed" } else { "DENIED" },
+                    e.target.as_deref().unwrap_or("-"),
+                    if e.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", e.detail)
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// `memkern export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let ns = namespace_of(&rt, &args.cube)?;
+    let key = match &rt.config().packs.signing_key {
+        Some(path) => Some(memkern_linux::runtime::pack::load_key(path)?),
+        None => None,
+    };
+    let (bytes, report) = rt.export(&who, ns, key.as_ref())?;
+    let tmp = args.out.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, &args.out))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    print(args.vault.json, &report, |r| {
+        format!(
+            "exported {} memories ({} secret skipped), {} snapshot(s), {} bytes{}",
+            r.memories,
+            r.skipped,
+            r.derived,
+            bytes.len(),
+            r.signed_by
+                .as_ref()
+                .map_or(String::new(), |k| format!(", signed by {k}"))
+        )
+    })
+}
+
+/// `memkern import`.
+pub fn import(args: &ImportArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let ns = namespace_of(&rt, &args.cube)?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let report = rt.import(&who, ns, &bytes, &rt.config().packs.trusted_keys)?;
+    print(args.vault.json, &report, |r| {
+        format!(
+            "imported {} memories ({} already present), {} snapshot(s){}",
+            r.memories,
+            r.skipped,
+            r.derived,
+            r.signed_by
+                .as_ref()
+                .map_or(", unsigned".to_owned(), |k| format!(", signed by {k}"))
+        )
+    })
+}

@@ -1,0 +1,616 @@
+//! `chat`: retrieve → plan within budgets → restore a KV snapshot and/or
+//! put memories into the prompt as text → generate with SmolLM2.
+//!
+//! Exists as the product's main loop: the place where plaintext memory,
+//! activation memory and the core's fixed-budget scheduler meet.
+//!
+//! Activation memory here: a snapshot is the KV cache of a prompt prefix
+//! *system header + the lines of up to 8 memories*, at position 0 — an
+//! activation cube derived from those memories (its provenance parents, in
+//! prompt order). Snapshots are bound to their prefix (RoPE positions,
+//! prefix fingerprint), so a turn restores at most one: the stored block
+//! covering most of the retrieved memories. The scheduler sees each covered
+//! memory as restorable (its share of the block's bytes) and every other
+//! one as text; the turn restores the block, keeps the longest prefix of it
+//! the plan selected (truncating the rest) and prefills the remaining
+//! memories as text. When the plan promotes hot memories, the turn's whole
+//! memory prefix is saved as a new block after the answer; the plan's
+//! evictions delete blocks, its demotions drop them from RAM.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use memkern_core::cube::{self, KvDtype, MAX_PARENTS, Metadata, Payload, SourceKind};
+use memkern_core::governance::Principal;
+use memkern_core::ids::{BlobDigest, CubeId, NamespaceId};
+use memkern_core::scheduler::{self, Candidate, Kind, Location, RELEVANCE_ONE};
+use memkern_models::{Llm, Sampler, SamplingConfig, Snapshot, SnapshotOptions};
+use serde::{Deserialize, Serialize};
+
+use super::{AddRequest, MemoryId, Result, Runtime, RuntimeError, SearchRequest, now, random_id};
+
+/// The system prompt every chat starts with; memories follow as lines.
+pub const SYSTEM_HEADER: &str = "<|im_start|>system\nYou are a helpful assistant running on the user's own device. \
+Answer in one short sentence, using these memories about the user when they are relevant:\n";
+
+/// Element type of chat snapshots (half the size of f32; see
+/// `benches/RESULTS.md` for its effect on greedy agreement).
+pub const SNAPSHOT_DTYPE: KvDtype = KvDtype::F16;
+
+/// Most candidates one turn considers.
+const MAX_CANDIDATES: usize = 16;
+
+/// One chat turn's request.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// The user's message.
+    pub message: String,
+    /// Search only these namespaces (default: every readable one).
+    #[serde(default)]
+    pub namespaces: Option<Vec<NamespaceId>>,
+    /// Store the user's message as a memory in this namespace (default:
+    /// not stored).
+    #[serde(default)]
+    pub remember_in: Option<NamespaceId>,
+    /// Most tokens to generate.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Use activation memory (restore and promote snapshots).
+    #[serde(default = "yes")]
+    pub snapshots: bool,
+}
+
+fn default_max_tokens() -> usize {
+    64
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ChatRequest {
+    /// A message over every readable namespace, stored nowhere.
+    pub fn new(message: impl Into<String>) -> ChatRequest {
+        ChatRequest {
+            message: message.into(),
+            namespaces: None,
+            remember_in: None,
+            max_tokens: default_max_tokens(),
+            snapshots: true,
+        }
+    }
+}
+
+/// How a memory entered the prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsedAs {
+    /// Its KV snapshot was restored (no prefill).
+    Snapshot,
+    /// Its text was prefilled.
+    Text,
+}
+
+/// A memory the answer used.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UsedMemory {
+    /// The memory.
+    pub id: MemoryId,
+    /// Its text.
+    pub text: String,
+    /// How it entered the prompt.
+    pub used_as: UsedAs,
+}
+
+/// One chat turn's answer and what it cost.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatResponse {
+    /// The generated answer.
+    pub answer: String,
+    /// The memories in the prompt, in prompt order.
+    pub memories: Vec<UsedMemory>,
+    /// The user's message stored as a memory, if asked.
+    pub stored: Option<MemoryId>,
+    /// Retrieval (embedding + search), ms.
+    pub retrieval_ms: f64,
+    /// From the start of the turn to the first generated token, ms.
+    pub ttft_ms: f64,
+    /// The whole turn, ms (promotion after the answer included).
+    pub total_ms: f64,
+    /// Prompt tokens (restored + prefilled).
+    pub prompt_tokens: usize,
+    /// Of which restored from a snapshot.
+    pub restored_tokens: usize,
+    /// Snapshots created after the answer.
+    pub promoted: usize,
+    /// Snapshots deleted by the scheduler.
+    pub evicted: usize,
+}
+
+/// Counters for `memkern stats` (persisted in the vault).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatStats {
+    /// Turns answered.
+    pub turns: u64,
+    /// Turns that restored a snapshot.
+    pub snapshot_hits: u64,
+    /// Turns that had memories but restored none.
+    pub snapshot_misses: u64,
+    /// Sum of TTFT over turns with a restore, ms.
+    pub ttft_warm_ms_sum: f64,
+    /// Sum of TTFT over turns with memories and no restore, ms.
+    pub ttft_cold_ms_sum: f64,
+    /// Snapshots promoted.
+    pub promoted: u64,
+    /// Snapshots evicted.
+    pub evicted: u64,
+}
+
+/// A stored block snapshot: which memory versions it covers, in order.
+#[derive(Clone, Debug)]
+struct Block {
+    cube: CubeId,
+    digest: BlobDigest,
+    bytes: u64,
+    members: Vec<CubeId>,
+}
+
+struct State {
+    llm: Llm,
+    /// Stored block snapshots of this model (the flash tier).
+    blocks: Vec<Block>,
+    /// Snapshot cube → the loaded snapshot (the RAM tier).
+    resident: HashMap<CubeId, Arc<Snapshot>>,
+    stats: ChatStats,
+}
+
+/// The assistant: a runtime plus the LLM, answering one turn at a time.
+pub struct Assistant {
+    rt: Arc<Runtime>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Assistant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assistant").finish_non_exhaustive()
+    }
+}
+
+fn llm_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Invalid(format!("language model: {e}"))
+}
+
+/// What a turn decided to put in the prompt.
+struct Prompt {
+    /// The block to restore and how many of its members to keep.
+    restore: Option<(Block, usize)>,
+    /// Memory heads in prompt order (restored prefix first).
+    order: Vec<CubeId>,
+}
+
+impl Assistant {
+    /// Joins `rt` and `llm`; finds the snapshots already in the vault.
+    pub fn new(rt: Arc<Runtime>, llm: Llm) -> Result<Assistant> {
+        let mut blocks = Vec::new();
+        for (id, bytes) in rt.vault().cubes()? {
+            let Ok(c) = cube::decode_owned(&bytes) else {
+                continue;
+            };
+            if let Payload::Activation(a) = &c.payload
+                && a.model.0 == llm.fingerprint().0
+                && !c.meta.provenance.parents.is_empty()
+            {
+                blocks.push(Block {
+                    cube: id,
+                    digest: a.blob.digest,
+                    bytes: a.blob.size,
+                    members: c.meta.provenance.parents.iter().copied().collect(),
+                });
+            }
+        }
+        let stats = rt.chat_stats()?;
+        Ok(Assistant {
+            rt,
+            state: Mutex::new(State {
+                llm,
+                blocks,
+                resident: HashMap::new(),
+                stats,
+            }),
+        })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// Counters since the vault was created.
+    pub fn stats(&self) -> ChatStats {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stats
+    }
+
+    /// Snapshot tiers: (stored blocks, their bytes, resident blocks, their
+    /// bytes).
+    pub fn tiers(&self) -> (usize, u64, usize, u64) {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stored: u64 = s.blocks.iter().map(|b| b.bytes).sum();
+        let resident: u64 = s.resident.values().map(|r| r.bytes().len() as u64).sum();
+        (s.blocks.len(), stored, s.resident.len(), resident)
+    }
+
+    /// Answers one message for `who`.
+    pub fn chat(&self, who: &Principal, req: &ChatRequest) -> Result<ChatResponse> {
+        if req.message.trim().is_empty() {
+            return Err(RuntimeError::Invalid("the message is empty".to_owned()));
+        }
+        if req.message.len() > memkern_core::cube::MAX_TEXT_LEN {
+            return Err(RuntimeError::Invalid("the message is too long".to_owned()));
+        }
+        if req.max_tokens == 0 || req.max_tokens > 512 {
+            return Err(RuntimeError::Invalid("max_tokens must be 1–512".to_owned()));
+        }
+        let start = Instant::now();
+        let budgets = self.rt.config().budgets;
+        let k = (budgets.max_memories as usize * 2).clamp(1, MAX_CANDIDATES);
+        let mut search = SearchRequest::new(req.message.clone(), k);
+        search.namespaces = req.namespaces.clone();
+        let hits = self.rt.search(who, &search)?;
+        let retrieval_ms = start.elapsed().as_secs_f64() * 1e3;
+
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        let tok = state.llm.tokenizer();
+        let header = tok.encode(SYSTEM_HEADER).map_err(llm_err)?;
+        let mut tail = tok
+            .encode("<|im_end|>\n<|im_start|>user\n")
+            .map_err(llm_err)?;
+        tail.extend(tok.encode_literal(&req.message).map_err(llm_err)?);
+        tail.extend(
+            tok.encode("<|im_end|>\n<|im_start|>assistant\n")
+                .map_err(llm_err)?,
+        );
+
+        let now = now();
+        let mut lines: HashMap<CubeId, (MemoryId, String, Vec<u32>)> = HashMap::new();
+        for h in &hits {
+            if let Some(head) = CubeId::from_hex(&h.memory.cube) {
+                let line = tok
+                    .encode_literal(&format!("- {}\n", h.memory.text))
+                    .map_err(llm_err)?;
+                lines.insert(head, (h.memory.id, h.memory.text.clone(), line));
+            }
+        }
+        // The stored block covering most of the hits (members must all be
+        // hits, so a restore never brings in a memory the caller may not
+        // read or that no longer exists).
+        let block = if req.snapshots {
+            state
+                .blocks
+                .iter()
+                .filter(|b| b.members.iter().all(|m| lines.contains_key(m)))
+                .max_by_key(|b| b.members.len())
+                .cloned()
+        } else {
+            None
+        };
+        let top = hits.first().map_or(1.0, |h| h.score.max(f32::MIN_POSITIVE));
+        let per_token = state
+            .llm
+            .kv_layout(SNAPSHOT_DTYPE)
+            .tensor_bytes(1)
+            .unwrap_or(0);
+        let mut candidates = Vec::with_capacity(hits.len());
+        for h in &hits {
+            let Some(head) = CubeId::from_hex(&h.memory.cube) else {
+                continue;
+            };
+            let Some((_, _, line)) = lines.get(&head) else {
+                continue;
+            };
+            let relevance = ((h.score / top).clamp(0.0, 1.0) * RELEVANCE_ONE as f32) as u32;
+            let mut c = Candidate {
+                id: head,
+                relevance: relevance.max(1),
+                tokens: u32::try_from(line.len()).unwrap_or(u32::MAX),
+                bytes: per_token * line.len() as u64,
+                kind: if req.snapshots {
+                    Kind::Activation
+                } else {
+                    Kind::Plaintext
+                },
+                location: Location::FlashText,
+                heat: self.rt.heat_of(h.memory.id, now).unwrap_or(0),
+            };
+            if let Some(b) = block.as_ref().filter(|b| b.members.contains(&head)) {
+                c.bytes = b.bytes / b.members.len() as u64;
+                c.location = if state.resident.contains_key(&b.cube) {
+                    Location::ResidentSnapshot
+                } else {
+                    Location::FlashSnapshot
+                };
+            }
+            candidates.push(c);
+        }
+        let mut b = budgets.budgets();
+        let in_play = block.as_ref().map_or(0, |b| b.bytes);
+        let elsewhere: u64 = state
+            .blocks
+            .iter()
+            .map(|b| b.bytes)
+            .sum::<u64>()
+            .saturating_sub(in_play);
+        b.flash_bytes = b.flash_bytes.saturating_sub(elsewhere);
+        let room = state
+            .llm
+            .config()
+            .context
+            .saturating_sub(header.len() + tail.len() + req.max_tokens);
+        b.context_tokens = b
+            .context_tokens
+            .min(u32::try_from(room).unwrap_or(u32::MAX));
+        let plan = scheduler::plan::<MAX_CANDIDATES>(
+            &mut candidates,
+            b,
+            self.rt.config().scheduler.policy(),
+        )
+        .map_err(|e| RuntimeError::Invalid(format!("scheduler: {e}")))?;
+
+        // Prompt order: the longest prefix of the block the plan restores,
+        // then everything else selected, in the plan's order.
+        let mut prompt = Prompt {
+            restore: None,
+            order: Vec::new(),
+        };
+        if let Some(b) = &block {
+            let keep = b
+                .members
+                .iter()
+                .take_while(|m| plan.restore.contains(m))
+                .count();
+            if keep > 0 {
+                prompt.order.extend(b.members[..keep].iter().copied());
+                prompt.restore = Some((b.clone(), keep));
+            }
+        }
+        // The rest goes least relevant first, so the most relevant memory
+        // sits right before the question (small models weigh recent
+        // context most).
+        let mut rest: Vec<CubeId> = plan
+            .restore
+            .iter()
+            .chain(plan.text.iter())
+            .filter(|id| !prompt.order.contains(id))
+            .copied()
+            .collect();
+        rest.sort_by(|a, b| {
+            let score = |id: &CubeId| {
+                hits.iter()
+                    .position(|h| CubeId::from_hex(&h.memory.cube).as_ref() == Some(id))
+            };
+            score(b).cmp(&score(a))
+        });
+        prompt.order.extend(rest);
+
+        let llm = &state.llm;
+        let mut session = llm.session();
+        let mut restored_tokens = 0;
+        let mut restored_block = None;
+        if let Some((b, keep)) = &prompt.restore {
+            match load_snapshot(&self.rt, &state.resident, b).and_then(|snap| {
+                session.restore(&snap).map_err(llm_err)?;
+                Ok(snap)
+            }) {
+                Ok(snap) => {
+                    let len = header.len()
+                        + prompt.order[..*keep]
+                            .iter()
+                            .filter_map(|m| lines.get(m))
+                            .map(|l| l.2.len())
+                            .sum::<usize>();
+                    session.truncate(len);
+                    restored_tokens = session.len();
+                    restored_block = Some((b.cube, snap));
+                }
+                Err(e) => {
+                    tracing::warn!("snapshot {} unusable, prefilling instead: {e}", b.cube);
+                    session.reset();
+                }
+            }
+        }
+        let restored_members = if restored_block.is_some() {
+            prompt.restore.as_ref().map_or(0, |(_, k)| *k)
+        } else {
+            0
+        };
+        if restored_block.is_none() {
+            session.prefill(&header).map_err(llm_err)?;
+        }
+        let mut used = Vec::new();
+        for (i, id) in prompt.order.iter().enumerate() {
+            let Some((mid, text, line)) = lines.get(id) else {
+                continue;
+            };
+            let used_as = if i < restored_members {
+                UsedAs::Snapshot
+            } else {
+                session.prefill(line).map_err(llm_err)?;
+                UsedAs::Text
+            };
+            used.push(UsedMemory {
+                id: *mid,
+                text: text.clone(),
+                used_as,
+            });
+        }
+        let memory_prefix = session.len();
+        session.prefill(&tail).map_err(llm_err)?;
+        let sampler = Sampler::new(SamplingConfig::greedy()).map_err(llm_err)?;
+        let mut ttft_ms = None;
+        let generation = session
+            .generate_with(sampler, req.max_tokens, |_| {
+                ttft_ms.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
+                true
+            })
+            .map_err(llm_err)?;
+        let ttft_ms = ttft_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1e3);
+        let prompt_tokens = session.len().saturating_sub(generation.ids.len());
+
+        // Tiers, as the plan says.
+        let mut promoted = 0;
+        let covered = block.as_ref().is_some_and(|b| {
+            b.members.len() == prompt.order.len() && restored_members == b.members.len()
+        });
+        if !plan.promote.is_empty()
+            && !covered
+            && !used.is_empty()
+            && prompt.order.len() <= MAX_PARENTS
+        {
+            match self.save_block(
+                &mut state.blocks,
+                &session,
+                memory_prefix,
+                &prompt.order,
+                &lines,
+            ) {
+                Ok(()) => promoted += 1,
+                Err(e) => tracing::warn!("snapshot promotion failed: {e}"),
+            }
+        }
+        drop(session);
+        if let Some((cube, snap)) = restored_block {
+            state.resident.insert(cube, snap);
+        }
+        let mut evicted = 0;
+        let mut drop_block = |state: &mut State, cube: CubeId, delete: bool| {
+            state.resident.remove(&cube);
+            if delete {
+                state.blocks.retain(|b| b.cube != cube);
+                if self.rt.vault().delete(&cube).unwrap_or(false) {
+                    evicted += 1;
+                }
+            }
+        };
+        if let Some(b) = &block {
+            if plan.evict.iter().any(|id| b.members.contains(id)) {
+                drop_block(state, b.cube, true);
+            } else if plan.demote.iter().any(|id| b.members.contains(id)) {
+                drop_block(state, b.cube, false);
+            }
+        }
+        let stats = &mut state.stats;
+        stats.turns += 1;
+        stats.promoted += promoted as u64;
+        stats.evicted += evicted as u64;
+        if restored_tokens > 0 {
+            stats.snapshot_hits += 1;
+            stats.ttft_warm_ms_sum += ttft_ms;
+        } else if !used.is_empty() {
+            stats.snapshot_misses += 1;
+            stats.ttft_cold_ms_sum += ttft_ms;
+        }
+        let stats = *stats;
+        drop(guard);
+        if let Err(e) = self.rt.save_chat_stats(&stats) {
+            tracing::warn!("cannot save chat statistics: {e}");
+        }
+
+        self.rt.touch(who, used.iter().map(|u| u.id), now)?;
+        let stored = match req.remember_in {
+            Some(ns) => {
+                let add = AddRequest {
+                    namespace: ns,
+                    text: req.message.clone(),
+                    ..AddRequest::default()
+                };
+                Some(self.rt.add(who, &add)?.id)
+            }
+            None => None,
+        };
+        Ok(ChatResponse {
+            answer: generation.text.trim().to_owned(),
+            memories: used,
+            stored,
+            retrieval_ms,
+            ttft_ms,
+            total_ms: start.elapsed().as_secs_f64() * 1e3,
+            prompt_tokens,
+            restored_tokens,
+            promoted,
+            evicted,
+        })
+    }
+
+    /// Saves positions `0..len` of `session` (header + the memory lines of
+    /// `order`) as a block snapshot derived from those memories.
+    fn save_block(
+        &self,
+        blocks: &mut Vec<Block>,
+        session: &memkern_models::Session<'_>,
+        len: usize,
+        order: &[CubeId],
+        lines: &HashMap<CubeId, (MemoryId, String, Vec<u32>)>,
+    ) -> Result<()> {
+        let snap = session
+            .snapshot(0..len, SnapshotOptions::dtype(SNAPSHOT_DTYPE))
+            .map_err(llm_err)?;
+        let Some(first) = order.first().and_then(|m| lines.get(m)) else {
+            return Ok(());
+        };
+        let Some(owner) = self.rt.load_head(first.0)? else {
+            return Ok(()); // deleted meanwhile
+        };
+        let mut meta: Metadata<String> = Metadata::new(
+            random_id()?,
+            owner.owner,
+            owner.namespace,
+            now(),
+            now(),
+            SourceKind::Derived,
+        );
+        for m in order {
+            meta.provenance.parents.push(*m).map_err(|_| {
+                RuntimeError::Invalid("a block covers at most 8 memories".to_owned())
+            })?;
+        }
+        let cube = cube::Cube {
+            meta,
+            payload: Payload::<String, Vec<u8>>::Activation(snap.activation_payload()),
+        };
+        let bytes = cube::encode_to_vec(&cube)
+            .map_err(|e| RuntimeError::Invalid(format!("snapshot cube: {e}")))?;
+        let vault = self.rt.vault();
+        // Blob first (durable), then the cube that references it.
+        let digest = vault
+            .blobs()
+            .put(snap.bytes())
+            .map_err(crate::vault::VaultError::from)?;
+        let id = vault.put(&bytes)?;
+        blocks.push(Block {
+            cube: id,
+            digest,
+            bytes: snap.bytes().len() as u64,
+            members: order.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+fn load_snapshot(
+    rt: &Runtime,
+    resident: &HashMap<CubeId, Arc<Snapshot>>,
+    b: &Block,
+) -> Result<Arc<Snapshot>> {
+    if let Some(snap) = resident.get(&b.cube) {
+        return Ok(snap.clone());
+    }
+    let bytes = rt
+        .vault()
+        .blobs()
+        .get(&b.digest)
+        .map_err(crate::vault::VaultError::from)?;
+    let snap = Snapshot::from_bytes(bytes).map_err(llm_err)?;
+    Ok(Arc::new(snap))
+}

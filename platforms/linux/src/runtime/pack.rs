@@ -1,0 +1,398 @@
+//! MemCube packs: a namespace's memories (every version) and the snapshot
+//! and adapter blobs derived from them, in one checksummed file, signed
+//! with ed25519 when a key is configured — memory migration between
+//! devices.
+//!
+//! Exists so a user can move their memory from a Pi to a Jetson (or back
+//! it up) without trusting the transport: the import verifies the
+//! checksum, the signature and every cube before anything is stored.
+//!
+//! File layout: `MKPACK01` magic, then the postcard-encoded [`PackBody`]
+//! (length-prefixed), its SHA-256, and a trailer: `0` (unsigned) or `1` +
+//! the 32-byte ed25519 public key + the 64-byte signature of the SHA-256.
+
+use std::collections::HashSet;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use memkern_core::cube::{self, Payload};
+use memkern_core::governance::{self, Operation, Principal};
+use memkern_core::ids::{CubeId, NamespaceId};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::audit::{Event, append};
+use super::tables::{MEMORIES, MemoryRow, TEXT_HASHES, decode, encode};
+use super::{Result, Runtime, RuntimeError, corrupt, now};
+use crate::vault::cube_key;
+
+const MAGIC: &[u8; 8] = b"MKPACK01";
+/// Largest pack accepted on import (1 GiB).
+pub const MAX_PACK_BYTES: usize = 1 << 30;
+
+/// One memory in a pack: its versions' encoded cubes, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackedMemory {
+    /// Encoded cubes of every version.
+    pub versions: Vec<Vec<u8>>,
+}
+
+/// The signed content of a pack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackBody {
+    /// The source namespace's name.
+    pub namespace: String,
+    /// When the pack was made (ms since the epoch).
+    pub created_ms: i64,
+    /// The memories.
+    pub memories: Vec<PackedMemory>,
+    /// Snapshot and adapter cubes derived from them.
+    pub derived: Vec<Vec<u8>>,
+    /// The blobs those reference.
+    pub blobs: Vec<Vec<u8>>,
+}
+
+/// What an export or import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PackReport {
+    /// Memories packed or imported.
+    pub memories: usize,
+    /// Memories skipped: secret (export), or already present (import).
+    pub skipped: usize,
+    /// Derived snapshot/adapter cubes.
+    pub derived: usize,
+    /// Blob bytes.
+    pub blob_bytes: u64,
+    /// The signer's public key (hex), if signed.
+    pub signed_by: Option<String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn bad(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::Invalid(format!("pack: {}", msg.into()))
+}
+
+/// Creates a signing key file (hex of a random 32-byte seed, mode 0600) and
+/// returns the public key (hex) to list in `trusted_keys` elsewhere.
+pub fn generate_key(path: &std::path::Path) -> Result<String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| bad(format!("no randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(hex(&seed).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+    Ok(hex(key.verifying_key().as_bytes()))
+}
+
+fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let s = s.trim();
+    let mut out = [0u8; N];
+    if s.len() != 2 * N || !s.is_ascii() {
+        return Err(bad(format!("{what} must be {} hex digits", 2 * N)));
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| bad(format!("{what} is not hex")))?;
+    }
+    Ok(out)
+}
+
+/// Reads a signing key file written by [`generate_key`].
+pub fn load_key(path: &std::path::Path) -> Result<SigningKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read key {}: {e}", path.display())))?;
+    Ok(SigningKey::from_bytes(&parse_hex::<32>(
+        &text,
+        "the signing key",
+    )?))
+}
+
+/// Encodes a pack file.
+pub fn encode_pack(body: &PackBody, key: Option<&SigningKey>) -> Result<Vec<u8>> {
+    let b = encode(body).map_err(|e| bad(format!("encoding: {e}")))?;
+    let digest: [u8; 32] = Sha256::digest(&b).into();
+    let mut out = Vec::with_capacity(b.len() + 128);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(&b);
+    out.extend_from_slice(&digest);
+    match key {
+        Some(k) => {
+            out.push(1);
+            out.extend_from_slice(k.verifying_key().as_bytes());
+            out.extend_from_slice(&k.sign(&digest).to_bytes());
+        }
+        None => out.push(0),
+    }
+    Ok(out)
+}
+
+/// Decodes and verifies a pack file: structure, checksum, signature, and
+/// (when `trusted` is not empty) that the signer is one of `trusted`.
+pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option<String>)> {
+    if bytes.len() > MAX_PACK_BYTES {
+        return Err(bad(format!("larger than {MAX_PACK_BYTES} bytes")));
+    }
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| bad("not a memkern pack (bad magic)"))?;
+    let (len, rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad("truncated header"))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad("length out of range"))?;
+    if rest.len() < len {
+        return Err(bad("truncated body"));
+    }
+    let (body, rest) = rest.split_at(len);
+    let (digest, rest) = rest
+        .split_first_chunk::<32>()
+        .ok_or_else(|| bad("truncated checksum"))?;
+    let actual: [u8; 32] = Sha256::digest(body).into();
+    if &actual != digest {
+        return Err(bad("checksum mismatch: the file is damaged"));
+    }
+    let signer = match rest {
+        [0] => None,
+        [1, sig @ ..] if sig.len() == 96 => {
+            let (pk, sig) = sig.split_at(32);
+            let pk: [u8; 32] = pk.try_into().map_err(|_| bad("bad public key"))?;
+            let sig: [u8; 64] = sig.try_into().map_err(|_| bad("bad signature"))?;
+            let vk = VerifyingKey::from_bytes(&pk).map_err(|_| bad("invalid public key"))?;
+            vk.verify(digest, &Signature::from_bytes(&sig))
+                .map_err(|_| bad("signature does not verify"))?;
+            Some(hex(&pk))
+        }
+        _ => return Err(bad("malformed trailer")),
+    };
+    if !trusted.is_empty()
+        && !signer
+            .as_ref()
+            .is_some_and(|s| trusted.iter().any(|t| t.eq_ignore_ascii_case(s)))
+    {
+        return Err(bad("not signed by a trusted key"));
+    }
+    let body: PackBody = decode(body).map_err(|e| bad(format!("body: {e}")))?;
+    Ok((body, signer))
+}
+
+impl Runtime {
+    /// Packs namespace `ns` (every memory `who` may export, all versions,
+    /// and the snapshots derived from them). Secret memories are skipped.
+    pub fn export(
+        &self,
+        who: &Principal,
+        ns: NamespaceId,
+        key: Option<&SigningKey>,
+    ) -> Result<(Vec<u8>, PackReport)> {
+        let row = self.namespace_row(ns)?;
+        let now = now();
+        let meta = row.policy_meta(ns.0);
+        if let Err(why) = governance::check(who, &meta, Operation::Export, now).into_result() {
+            let visible = governance::check(who, &meta, Operation::Read, now).is_allowed();
+            let err = self.deny(who, "export", None, why);
+            return Err(if visible {
+                err
+            } else {
+                RuntimeError::NotFound {
+                    what: "cube",
+                    id: ns.to_string(),
+                }
+            });
+        }
+        let mut report = PackReport::default();
+        let mut memories = Vec::new();
+        let mut versions = HashSet::new();
+        for id in self.memory_ids()? {
+            let Some(m) = self.load(id)? else { continue };
+            if m.row.namespace != ns.0 {
+                continue;
+            }
+            if !governance::check(who, &m.policy(), Operation::Export, now).is_allowed() {
+                report.skipped += 1;
+                continue;
+            }
+            let vault = self.vault();
+            let mut packed = PackedMemory {
+                versions: Vec::new(),
+            };
+            for v in &m.row.versions {
+                let bytes = vault
+                    .get(&CubeId(*v))?
+                    .ok_or_else(|| corrupt("memory", "missing version"))?;
+                packed.versions.push(bytes);
+                versions.insert(CubeId(*v));
+            }
+            memories.push(packed);
+        }
+        let vault = self.vault();
+        let mut derived = Vec::new();
+        let mut blobs = Vec::new();
+        for (_, bytes) in vault.cubes()? {
+            let Ok(c) = cube::decode_owned(&bytes) else {
+                continue;
+            };
+            let blob = match &c.payload {
+                Payload::Activation(a) => a.blob.digest,
+                Payload::Parametric(p) => p.blob.digest,
+                Payload::Plaintext(_) => continue,
+            };
+            if c.meta
+                .provenance
+                .parents
+                .iter()
+                .all(|p| versions.contains(p))
+                && !c.meta.provenance.parents.is_empty()
+            {
+                let data = vault
+                    .blobs()
+                    .get(&blob)
+                    .map_err(crate::vault::VaultError::from)?;
+                report.blob_bytes += data.len() as u64;
+                blobs.push(data);
+                derived.push(bytes);
+            }
+        }
+        drop(vault);
+        report.memories = memories.len();
+        report.derived = derived.len();
+        report.signed_by = key.map(|k| hex(k.verifying_key().as_bytes()));
+        let body = PackBody {
+            namespace: row.name.clone(),
+            created_ms: now.0,
+            memories,
+            derived,
+            blobs,
+        };
+        let bytes = encode_pack(&body, key)?;
+        self.log(&[
+            Event::ok(who, "export", None).with(format!("cube {ns}: {} memories", report.memories))
+        ])?;
+        Ok((bytes, report))
+    }
+
+    /// Imports a pack into namespace `ns` (which `who` must be able to
+    /// write): every cube is validated, re-owned by the namespace's owner
+    /// and committed in one transaction; memories already present are
+    /// skipped. `trusted` lists accepted signer keys (empty: any, or
+    /// unsigned).
+    pub fn import(
+        &self,
+        who: &Principal,
+        ns: NamespaceId,
+        pack: &[u8],
+        trusted: &[String],
+    ) -> Result<PackReport> {
+        let (body, signer) = decode_pack(pack, trusted)?;
+        let target = self.namespace_for_write(who, ns)?;
+        let _w = self.write_lock();
+        let mut report = PackReport {
+            signed_by: signer,
+            ..PackReport::default()
+        };
+        // Blobs first (durable), so derived cubes never dangle.
+        {
+            let vault = self.vault();
+            for b in &body.blobs {
+                vault
+                    .blobs()
+                    .put(b)
+                    .map_err(crate::vault::VaultError::from)?;
+                report.blob_bytes += b.len() as u64;
+            }
+        }
+        let mut heads = Vec::new();
+        let vault = self.vault();
+        let txn = vault
+            .database()
+            .begin_write()
+            .map_err(|e| vault.db_error(e))?;
+        let reown = |bytes: &[u8]| -> Result<cube::OwnedCube> {
+            let mut c = cube::decode_owned(bytes).map_err(|e| bad(format!("invalid cube: {e}")))?;
+            c.meta.owner = memkern_core::ids::UserId(target.owner);
+            c.meta.namespace = ns;
+            // A pack from elsewhere passes the same redaction as an add.
+            if let Payload::Plaintext(p) = &mut c.payload {
+                let r = self.redactor.redact(&p.text);
+                if !r.found.is_empty() {
+                    p.text = r.text.into_owned();
+                }
+            }
+            Ok(c)
+        };
+        for m in &body.memories {
+            let cubes: Vec<cube::OwnedCube> =
+                m.versions.iter().map(|b| reown(b)).collect::<Result<_>>()?;
+            let Some(first) = cubes.first() else { continue };
+            let id = first.meta.id;
+            let exists = txn
+                .open_table(MEMORIES)
+                .and_then(|t| Ok(t.get(cube_key(&id))?.is_some()))
+                .map_err(|e| vault.db_error(e))?;
+            if exists {
+                report.skipped += 1;
+                continue;
+            }
+            let mut ids = Vec::new();
+            for c in &cubes {
+                let bytes = cube::encode_to_vec(c).map_err(|e| bad(format!("re-encoding: {e}")))?;
+                vault.put_in(&txn, &bytes)?;
+                ids.push(c.meta.id.0);
+            }
+            let Some(head) = cubes.last() else { continue };
+            let text = match &head.payload {
+                Payload::Plaintext(p) => p.text.as_str(),
+                _ => "",
+            };
+            let row = MemoryRow {
+                namespace: ns.0,
+                versions: ids,
+                text_key: super::memories::text_key(ns, text),
+            };
+            (|| {
+                txn.open_table(MEMORIES)?
+                    .insert(cube_key(&id), encode(&row).unwrap_or_default().as_slice())?;
+                let mut hashes = txn.open_table(TEXT_HASHES)?;
+                if hashes.get(row.text_key.as_slice())?.is_none() {
+                    hashes.insert(row.text_key.as_slice(), cube_key(&id))?;
+                }
+                Ok::<_, redb::Error>(())
+            })()
+            .map_err(|e| vault.db_error(e))?;
+            heads.push((id, head.clone()));
+            report.memories += 1;
+        }
+        for d in &body.derived {
+            let c = reown(d)?;
+            let bytes = cube::encode_to_vec(&c).map_err(|e| bad(format!("re-encoding: {e}")))?;
+            vault.put_in(&txn, &bytes)?;
+            report.derived += 1;
+        }
+        let detail = format!(
+            "cube {ns}: {} memories, signed {}",
+            report.memories,
+            report.signed_by.is_some()
+        );
+        append(&txn, &[Event::ok(who, "import", None).with(detail)])
+            .map_err(|e| vault.db_error(e))?;
+        txn.commit().map_err(|e| vault.db_error(e))?;
+        drop(vault);
+        let mut index = self.index_mut();
+        for (id, head) in &heads {
+            index.upsert(cube_key(id), head);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,121 @@
+//! The runtime's redb tables and the records stored in them.
+//!
+//! Exists so that every table the runtime writes has one definition, one
+//! record type and one place that knows how to copy it (the vacuum that
+//! makes hard deletes leave no residue).
+
+use memkern_core::ids::CubeId;
+use redb::{
+    Key, ReadTransaction, ReadableTable, TableDefinition, TableError, Value, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+/// User id → [`UserRow`].
+pub(crate) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// SHA-256 of an API key → user id.
+pub(crate) const USER_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("user_keys");
+/// User name → user id.
+pub(crate) const USER_NAMES: TableDefinition<&str, u64> = TableDefinition::new("user_names");
+/// Namespace id → [`NamespaceRow`].
+pub(crate) const NAMESPACES: TableDefinition<u64, &[u8]> = TableDefinition::new("namespaces");
+/// Memory id (its first version's cube id) → [`MemoryRow`].
+pub(crate) const MEMORIES: TableDefinition<u128, &[u8]> = TableDefinition::new("memories");
+/// Namespace id ‖ SHA-256 of the normalised text → memory id (exact dedup).
+pub(crate) const TEXT_HASHES: TableDefinition<&[u8], u128> = TableDefinition::new("text_hashes");
+/// Sequence number → [`AuditRow`] (append-only).
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Statistic name → postcard record (chat counters).
+pub(crate) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+/// Counter name → next value (user ids, namespace ids, audit sequence).
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// A user account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserRow {
+    pub name: String,
+    /// SHA-256 of the API key (the key itself is never stored).
+    pub key_hash: [u8; 32],
+    pub admin: bool,
+}
+
+/// A cube namespace: the unit of ownership, sharing and export.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NamespaceRow {
+    pub owner: u64,
+    pub name: String,
+    pub readers: Vec<u64>,
+    pub writers: Vec<u64>,
+}
+
+/// One memory: every version's cube id, oldest first (the last is the head).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemoryRow {
+    pub namespace: u64,
+    pub versions: Vec<[u8; 16]>,
+    /// Key of this memory's [`TEXT_HASHES`] entry (for removal).
+    pub text_key: Vec<u8>,
+}
+
+impl MemoryRow {
+    /// The head version's cube id.
+    pub fn head(&self) -> Option<CubeId> {
+        self.versions.last().map(|v| CubeId(*v))
+    }
+}
+
+/// One audit log line (see `runtime::audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AuditRow {
+    pub at_ms: i64,
+    pub actor: u64,
+    pub admin: bool,
+    pub action: String,
+    pub target: Option<[u8; 16]>,
+    pub allowed: bool,
+    pub detail: String,
+}
+
+/// Encodes a record (postcard).
+pub(crate) fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(row)
+}
+
+/// Decodes a record (postcard).
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Copies one table's entries from `src` into `dst` (a missing table is
+/// skipped).
+fn copy_table<K: Key + 'static, V: Value + 'static>(
+    src: &ReadTransaction,
+    dst: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<(), redb::Error> {
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut to = dst.open_table(def)?;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
+/// Copies every runtime table and the vault's cube table.
+pub(crate) fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<(), redb::Error> {
+    copy_table(src, dst, crate::vault::CUBES)?;
+    copy_table(src, dst, USERS)?;
+    copy_table(src, dst, USER_KEYS)?;
+    copy_table(src, dst, USER_NAMES)?;
+    copy_table(src, dst, NAMESPACES)?;
+    copy_table(src, dst, MEMORIES)?;
+    copy_table(src, dst, TEXT_HASHES)?;
+    copy_table(src, dst, AUDIT)?;
+    copy_table(src, dst, COUNTERS)?;
+    copy_table(src, dst, STATS)?;
+    Ok(())
+}

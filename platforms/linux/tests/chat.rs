@@ -1,0 +1,127 @@
+//! `chat` on the real models (all-MiniLM-L6-v2 for retrieval, SmolLM2 for
+//! the answer): memories reach the answer, the second ask restores the KV
+//! block saved after the first and answers the same, a near-duplicate is
+//! merged, and deleting a memory deletes the snapshots derived from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memkern_core::governance::Principal;
+use memkern_linux::runtime::chat::UsedAs;
+use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, Config, Runtime};
+use memkern_models::Llm;
+use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
+use memkern_models::llama::Backend;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memkern-chat-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn llm() -> Llm {
+    let files = ModelCache::from_env()
+        .and_then(|c| c.ensure(&SMOLLM2_135M_Q4_1))
+        .expect("SmolLM2 fetched");
+    Llm::load(files.gguf().expect("gguf"), Backend::Cpu).expect("SmolLM2 loads")
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
+    let dir = temp_dir("main");
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_linux::embed::load_default().expect("MiniLM loads");
+    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let (info, _) = rt.create_user(&rt.admin(), "caroline").expect("user");
+    let ns = rt.namespace_named(info.id, "default").expect("cube").id;
+    let who = Principal::user(info.id);
+    let add = |text: &str| {
+        rt.add(
+            &who,
+            &AddRequest {
+                namespace: ns,
+                text: text.to_owned(),
+                ..AddRequest::default()
+            },
+        )
+        .expect("add")
+    };
+    let cat = add("I adopted a grey cat and named her Pixel.");
+    add("I work as a nurse at the hospital in Lisbon.");
+    add("My favourite food is grilled sardines.");
+    // A paraphrase is merged, not stored twice.
+    let again = add("I adopted a gray cat and I named her Pixel.");
+    eprintln!(
+        "paraphrase: duplicate={} similarity={:?}",
+        again.duplicate, again.similarity
+    );
+    assert!(again.duplicate && again.id == cat.id, "{again:?}");
+    let unrelated = add("The cat next door is called Tiger.");
+    assert!(
+        !unrelated.duplicate,
+        "a different fact is kept: {unrelated:?}"
+    );
+
+    let rt = Arc::new(rt);
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    let ask = || {
+        assistant
+            .chat(&who, &ChatRequest::new("What is the name of my cat?"))
+            .expect("chat")
+    };
+    let cold = ask();
+    eprintln!("cold: {cold:#?}");
+    assert!(cold.answer.contains("Pixel"), "{}", cold.answer);
+    assert!(
+        cold.memories
+            .iter()
+            .any(|m| m.id == cat.id && m.used_as == UsedAs::Text)
+    );
+    assert_eq!(cold.restored_tokens, 0);
+    assert_eq!(cold.promoted, 1, "the turn's memory prefix was saved");
+    let warm = ask();
+    eprintln!("warm: {warm:#?}");
+    assert!(warm.restored_tokens > 0, "the block was restored");
+    assert!(
+        warm.memories
+            .iter()
+            .any(|m| m.id == cat.id && m.used_as == UsedAs::Snapshot)
+    );
+    assert_eq!(
+        warm.answer, cold.answer,
+        "restoring the f16 block answers as the cold prefill did"
+    );
+    assert!(warm.prompt_tokens == cold.prompt_tokens);
+    let (blocks, bytes, _, _) = assistant.tiers();
+    assert_eq!(blocks, 1);
+    assert!(bytes > 0);
+    let stats = rt.stats().expect("stats");
+    assert_eq!(
+        (stats.snapshots, stats.chat.snapshot_hits, stats.chat.turns),
+        (1, 1, 2)
+    );
+
+    // Hard delete: the memory, its snapshot block and the block's blob.
+    let report = rt.delete(&who, cat.id).expect("delete");
+    assert_eq!(report.derived, 1);
+    assert_eq!(files_under(&dir.join("blobs")), 0, "snapshot blob deleted");
+    let after = assistant
+        .chat(&who, &ChatRequest::new("What is the name of my cat?"))
+        .expect("chat");
+    assert!(after.memories.iter().all(|m| m.id != cat.id));
+    assert_eq!(after.restored_tokens, 0, "no stale block restored");
+    drop(assistant);
+    drop(rt);
+    let db = std::fs::read(dir.join("vault.redb")).expect("db");
+    assert!(!contains(&db, "Pixel"), "no residue of the deleted memory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
