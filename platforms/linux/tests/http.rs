@@ -404,12 +404,16 @@ fn memory_lifecycle_over_http() {
         api.search(&key, json!({ "query": "hiking", "tags": ["indoor"] }))
             .is_empty()
     );
+    let since = json!({ "query": "hiking", "since": 1_700_000_000_000i64 });
+    let later = api.call("POST", "/v1/search", &key, Some(since));
+    let texts = later.json.as_array().map(|h| {
+        h.iter()
+            .map(|h| h["memory"]["text"].to_string())
+            .collect::<Vec<_>>()
+    });
     assert!(
-        api.search(
-            &key,
-            json!({ "query": "hiking", "since": 1_700_000_000_000i64 })
-        )
-        .is_empty()
+        texts.is_some_and(|t| !t.iter().any(|t| t.contains("Hiking"))),
+        "{later:?}"
     );
 
     // Hard delete; expire-now deletes too.

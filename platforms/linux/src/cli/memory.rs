@@ -345,3 +345,21 @@ pub enum PackCommand {
         file: PathBuf,
     },
 }
+
+/// Arguments of `memkern serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The vault.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// Address to listen on (default: `server.bind` of the configuration,
+    /// 127.0.0.1:7077).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Do not load the LLM: no `/v1/chat` (memory API only; less RAM).
+    #[arg(long)]
+    pub no_llm: bool,
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+}

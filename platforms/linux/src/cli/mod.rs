@@ -67,6 +67,9 @@ pub enum Command {
     /// Ask the assistant: retrieval, the scheduler's plan, KV snapshots
     /// and/or memories as text, then SmolLM2.
     Chat(ChatArgs),
+    /// Serve the runtime's HTTP API (loopback by default) until SIGINT or
+    /// SIGTERM.
+    Serve(ServeArgs),
     /// What the vault holds per tier, and snapshot hit rates and TTFT.
     Stats(StatsArgs),
     /// Write a cube's memories (all versions) and snapshots to a pack file.
@@ -107,6 +110,30 @@ pub enum EvalCommand {
     /// Search latency (p50/p95, query embedding included) and memory of
     /// stores filled with synthetic memories, on one thread.
     Scale(ScaleArgs),
+    /// HTTP load test on loopback: concurrent clients mixing add, search
+    /// and chat against `memkern serve`'s server with the real models, in
+    /// a fresh temporary vault; errors, lost writes, throughput, latency.
+    Load(LoadArgs),
+}
+
+/// Arguments of `memkern eval load`.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub seconds: u32,
+    /// Relative weights of add, search and chat.
+    #[arg(long, value_name = "ADD,SEARCH,CHAT", value_delimiter = ',', num_args = 3, default_values_t = [10u32, 10, 1])]
+    pub mix: Vec<u32>,
+    /// Users the clients act as (client i is user i mod N).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub users: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `memkern eval locomo`.

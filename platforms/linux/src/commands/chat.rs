@@ -14,7 +14,7 @@ use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, ChatResponse, C
 
 use super::llm::load_llm;
 use super::memory::open;
-use crate::cli::{ChatArgs, DemoArgs, StatsArgs};
+use crate::cli::{ChatArgs, DemoArgs, LoadArgs, ServeArgs, StatsArgs};
 
 fn print_answer(r: &ChatResponse) {
     println!("{}", r.answer);
@@ -222,6 +222,107 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     drop(assistant);
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// `memkern serve`.
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let (rt, _) = open(&args.vault)?;
+    let rt = Arc::new(rt);
+    let bind = args
+        .bind
+        .clone()
+        .unwrap_or_else(|| rt.config().server.bind.clone());
+    let max_body = rt.config().server.max_body_bytes;
+    let assistant = if args.no_llm {
+        None
+    } else {
+        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+        Some(Arc::new(Assistant::new(rt.clone(), llm)?))
+    };
+    let server = memkern_linux::server::Server::start_with(rt, assistant, &bind, max_body)
+        .with_context(|| format!("cannot serve on {bind}"))?;
+    eprintln!(
+        "memkern: serving http://{} (SIGINT or SIGTERM stops)",
+        server.addr()
+    );
+    server.wait()?;
+    Ok(())
+}
+
+/// Resident set size of this process, from /proc (Linux), bytes.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `memkern eval load`.
+pub fn load(args: &LoadArgs) -> Result<()> {
+    use memkern_linux::server::load::{self, LoadOptions, LoadUser, Op};
+    let dir = std::env::temp_dir().join(format!("memkern-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+    let (rt, _) = Runtime::open(&dir, Config::default(), Some(embedder))?;
+    let rt = Arc::new(rt);
+    let mut users = Vec::new();
+    for i in 0..args.users {
+        let (info, key) = rt.create_user(&rt.admin(), &format!("load{i}"))?;
+        let ns = rt.namespace_named(info.id, "default")?.id;
+        users.push(LoadUser {
+            api_key: key.0,
+            namespace: ns,
+        });
+    }
+    let with_chat = args.mix.get(2).copied().unwrap_or(0) > 0;
+    let assistant = if with_chat {
+        let llm = load_llm(None, "cpu")?;
+        Some(Arc::new(Assistant::new(rt.clone(), llm)?))
+    } else {
+        None
+    };
+    let rss_loaded = rss_bytes();
+    let server =
+        memkern_linux::server::Server::start_with(rt.clone(), assistant, "127.0.0.1:0", 64 * 1024)?;
+    let weights = [Op::Add, Op::Search, Op::Chat];
+    let opts = LoadOptions {
+        clients: args.clients as usize,
+        duration: std::time::Duration::from_secs(u64::from(args.seconds)),
+        mix: weights
+            .iter()
+            .zip(&args.mix)
+            .filter(|(_, w)| **w > 0)
+            .map(|(op, w)| (*op, *w))
+            .collect(),
+        timeout: std::time::Duration::from_secs(600),
+        ..LoadOptions::default()
+    };
+    let report = load::run(server.addr(), &users, &opts)?;
+    let rss_after = rss_bytes();
+    server.shutdown()?;
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+    if args.json {
+        let v = serde_json::json!({
+            "report": report,
+            "rss_models_loaded_bytes": rss_loaded,
+            "rss_after_bytes": rss_after,
+        });
+        println!("{v}");
+    } else {
+        println!("{report}");
+        let mib = |b: Option<u64>| {
+            b.map_or("-".to_owned(), |b| {
+                format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+            })
+        };
+        println!(
+            "RSS: {} with models loaded, {} after the run",
+            mib(rss_loaded),
+            mib(rss_after)
+        );
     }
     Ok(())
 }

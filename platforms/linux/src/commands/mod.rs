@@ -21,6 +21,7 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Eval(EvalCommand::Locomo(args)) => eval::locomo(&args),
         Command::Eval(EvalCommand::Scale(args)) => eval::scale(&args),
+        Command::Eval(EvalCommand::Load(args)) => chat::load(&args),
         Command::Generate(args) => generate::generate(&args),
         Command::Snapshot(SnapshotCommand::Save(args)) => snapshot::save(&args),
         Command::Snapshot(SnapshotCommand::Info(args)) => snapshot::info(&args),
@@ -42,6 +43,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Audit(args) => memory::audit(&args),
         Command::Chat(args) => chat::chat(&args),
         Command::Stats(args) => chat::stats(&args),
+        Command::Serve(args) => chat::serve(&args),
         Command::Demo(args) => chat::demo(&args),
         Command::Export(args) => memory::export(&args),
         Command::Import(args) => memory::import(&args),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::{
     ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
 };
@@ -123,10 +123,14 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct Auth(pub Principal);
 
-impl FromRequestParts<ApiState> for Auth {
+impl<S> FromRequestParts<S> for Auth
+where
+    ApiState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Auth, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let unauthorised = |m: &str| ApiError::new(401, m);
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             unauthorised("missing Authorization header: send `Authorization: Bearer <api key>`")
@@ -145,7 +149,7 @@ impl FromRequestParts<ApiState> for Auth {
         if key.is_empty() {
             return Err(unauthorised("empty API key in the Authorization header"));
         }
-        let rt = state.rt.clone();
+        let rt = ApiState::from_ref(state).rt;
         let key = key.to_owned();
         let principal = blocking(move || rt.authenticate(&key)).await?;
         Ok(Auth(principal))
@@ -166,10 +170,16 @@ const DRAIN_LIMIT: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    ApiState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &ApiState) -> Result<JsonBody<T>, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+        let limit = ApiState::from_ref(state).max_body_bytes;
         let json = req
             .headers()
             .get(CONTENT_TYPE)
@@ -180,7 +190,7 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let bytes = read_body(req.into_body(), state.max_body_bytes, declared).await?;
+        let bytes = read_body(req.into_body(), limit, declared).await?;
         if !json {
             return Err(ApiError::new(
                 415,

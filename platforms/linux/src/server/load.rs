@@ -30,6 +30,8 @@ pub enum Op {
     Add,
     /// `POST /v1/search` for two words of the generator's vocabulary.
     Search,
+    /// `POST /v1/chat` asking about two words (a few tokens of answer).
+    Chat,
 }
 
 impl Op {
@@ -38,6 +40,7 @@ impl Op {
         match self {
             Op::Add => "add",
             Op::Search => "search",
+            Op::Chat => "chat",
         }
     }
 
@@ -57,6 +60,15 @@ impl Op {
             Op::Search => {
                 let body = json!({ "query": format!("{} {}", cx.word(), cx.word()), "k": cx.k });
                 ("POST", "/v1/search".to_owned(), Some(body))
+            }
+            Op::Chat => {
+                let message = format!(
+                    "What do you remember about the {} {}?",
+                    cx.word(),
+                    cx.word()
+                );
+                let body = json!({ "message": message, "max_tokens": 8 });
+                ("POST", "/v1/chat".to_owned(), Some(body))
             }
         }
     }
@@ -721,7 +733,7 @@ mod tests {
             ..LoadOptions::default()
         };
         assert!(matches!(
-            run(addr, &[user.clone()], &zero),
+            run(addr, std::slice::from_ref(&user), &zero),
             Err(LoadError::Options(_))
         ));
         assert!(matches!(

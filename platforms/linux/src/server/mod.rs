@@ -25,6 +25,7 @@
 //! | `POST /v1/memories/{id}/expire` | user | `{"ttl_ms"}` or `{"at"}` → `{"id","expires_at","deleted"}` |
 //! | `POST /v1/search` | user | `SearchRequest` → `[SearchHit]` |
 //! | `GET /v1/audit?from=N&limit=N` | admin | → `[AuditEntry]` |
+//! | `POST /v1/chat` | user | `ChatRequest` → `ChatResponse` (503 without a model) |
 //!
 //! Every route but health needs `Authorization: Bearer <api key>`.
 //! Errors are always `{"error": "<message>"}`: 400 malformed or invalid
@@ -44,6 +45,7 @@
 //! [`api_routes`] adds them (auth, logging, the body limit and JSON 404 /
 //! 405 answers then apply to them too).
 
+mod chat;
 mod extract;
 pub mod load;
 mod routes;
@@ -56,18 +58,23 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::sync::oneshot;
 
-use crate::runtime::Runtime;
+use crate::runtime::{Assistant, Runtime};
 
 pub use extract::{ApiError, Auth, JsonBody, MemoryPath, blocking};
 
-/// What every handler shares: the runtime and the body limit.
+/// What every handler shares: the runtime, the assistant (if a language
+/// model is loaded) and the body limit.
 ///
 /// Exists as the axum state of [`api_routes`] so route modules outside
-/// this one can reach the runtime.
+/// this one can reach the runtime. A module with a state of its own can
+/// still use [`Auth`] and [`JsonBody`] by implementing
+/// `axum::extract::FromRef<TheirState> for ApiState`.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// The runtime every request is served by.
     pub rt: Arc<Runtime>,
+    /// The chat assistant; `None` when the server runs without an LLM.
+    pub assistant: Option<Arc<Assistant>>,
     /// Largest request body accepted, bytes (larger → 413).
     pub max_body_bytes: usize,
 }
@@ -82,6 +89,7 @@ pub fn api_routes() -> Router<ApiState> {
         .merge(routes::accounts())
         .merge(routes::memories())
         .merge(routes::audit())
+        .merge(chat::routes())
 }
 
 /// The complete HTTP application over `rt`: [`api_routes`] plus a JSON
@@ -91,7 +99,23 @@ pub fn api_routes() -> Router<ApiState> {
 /// Exists apart from [`Server`] so tests and embedders can serve it on a
 /// listener of their own.
 pub fn router(rt: Arc<Runtime>, max_body_bytes: usize) -> Router {
-    let state = ApiState { rt, max_body_bytes };
+    router_with(rt, None, max_body_bytes)
+}
+
+/// [`router`] with a chat assistant in the state ([`ApiState::assistant`]).
+///
+/// Exists so `memkern serve` can offer chat when a model is loaded and
+/// the memory API alone when not (`--no-llm`).
+pub fn router_with(
+    rt: Arc<Runtime>,
+    assistant: Option<Arc<Assistant>>,
+    max_body_bytes: usize,
+) -> Router {
+    let state = ApiState {
+        rt,
+        assistant,
+        max_body_bytes,
+    };
     api_routes()
         .fallback(extract::not_found)
         .layer(axum::middleware::from_fn(extract::log_and_finish))
@@ -152,6 +176,22 @@ impl Server {
         bind: &str,
         max_body_bytes: usize,
     ) -> Result<Server, ServerError> {
+        Server::start_router(router(rt, max_body_bytes), bind)
+    }
+
+    /// [`Server::start`] with a chat assistant ([`router_with`]).
+    pub fn start_with(
+        rt: Arc<Runtime>,
+        assistant: Option<Arc<Assistant>>,
+        bind: &str,
+        max_body_bytes: usize,
+    ) -> Result<Server, ServerError> {
+        Server::start_router(router_with(rt, assistant, max_body_bytes), bind)
+    }
+
+    /// Binds `bind` and serves `app` (any router, e.g. [`router`] with
+    /// extra routes or layers), as [`Server::start`] does.
+    pub fn start_router(app: Router, bind: &str) -> Result<Server, ServerError> {
         let listener = std::net::TcpListener::bind(bind).map_err(|source| ServerError::Bind {
             addr: bind.to_owned(),
             source,
@@ -167,7 +207,6 @@ impl Server {
             tokio::net::TcpListener::from_std(listener)?
         };
         let handle = runtime.handle().clone();
-        let app = router(rt, max_body_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("memkern-server".to_owned())
