@@ -144,3 +144,65 @@ fn bad_k_is_a_usage_error() {
     let out = memkern(&["eval", "locomo", "--data", ".", "--k", "0"]);
     assert_eq!(out.status.code(), Some(2), "clap's usage errors exit 2");
 }
+
+/// The runtime subcommands through the real binary (keyword-only vault).
+#[test]
+fn runtime_commands_round_trip_and_refuse_bad_input() {
+    let dir = temp_dir("runtime");
+    let d = dir.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data-dir", &d, "--no-embed"]);
+        memkern(&all)
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let user = ok(&["user", "add", "alice", "--json"]);
+    assert!(user.contains("\"api_key\": \"mk_"), "{user}");
+    let added = ok(&[
+        "add",
+        "--user",
+        "alice",
+        "--tag",
+        "pets",
+        "My dog is called Biscuit.",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&added).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let hits = ok(&["search", "dog", "--json"]);
+    assert!(hits.contains("Biscuit"), "{hits}");
+    ok(&["update", &id, "My dog is called Pretzel."]);
+    let history = ok(&["history", &id]);
+    assert!(
+        history.contains("Biscuit") && history.contains("Pretzel"),
+        "{history}"
+    );
+    ok(&["user", "add", "bob"]);
+    // Bob sees nothing of Alice's; the audit log recorded his attempt.
+    let bob = run(&["get", &id, "--as", "bob"]);
+    assert_eq!(bob.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bob.stderr).contains("not found"));
+    assert!(ok(&["search", "dog", "--as", "bob"]).contains("no memories found"));
+    assert!(ok(&["audit"]).contains("DENIED"));
+    ok(&["delete", &id]);
+    for bad in [
+        vec!["get", "not-an-id"],
+        vec!["add", "--user", "nobody", "text"],
+        vec!["add", "--user", "alice", "--time", "yesterday-ish", "text"],
+        vec!["expire", &id, "--ttl", "5y"],
+        vec!["chat", "hello"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(["--data-dir", &d, "--no-embed"]);
+        refused(&args);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -265,10 +265,10 @@ pub struct ChatArgs {
     /// Only memories of this cube of the acting user.
     #[arg(long, value_name = "CUBE")]
     pub cube: Option<String>,
-    /// Store the message as a memory in the acting user's cube (--cube or
-    /// `default`).
+    /// Do not store the message as a memory (by default it is stored in
+    /// the acting user's cube: --cube or `default`).
     #[arg(long)]
-    pub remember: bool,
+    pub forget: bool,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_tokens: u32,

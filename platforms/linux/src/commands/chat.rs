@@ -46,9 +46,8 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
     if args.cube.is_some() {
         req.namespaces = Some(vec![ns]);
     }
-    if args.remember {
-        req.remember_in = Some(ns);
-    }
+    req.remember = !args.forget;
+    req.remember_in = Some(ns);
     let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
     let assistant = Assistant::new(rt, llm)?;
     let r = assistant.chat(&who, &req)?;
@@ -206,7 +205,11 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     for q in conv.questions.iter().take(args.questions as usize) {
         println!("\n==> Q: {}", q.text);
         for round in ["cold", "warm"] {
-            let r = assistant.chat(&who, &ChatRequest::new(q.text.clone()))?;
+            // The questions are not stored, so both rounds see the same
+            // memories (chat stores the user's turn by default).
+            let mut req = ChatRequest::new(q.text.clone());
+            req.remember = false;
+            let r = assistant.chat(&who, &req)?;
             println!("--- {round}:");
             print_answer(&r);
         }
@@ -241,6 +244,21 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
         Some(Arc::new(Assistant::new(rt.clone(), llm)?))
     };
+    // Background housekeeping: expired memories are deleted every minute.
+    let sweeper = {
+        let rt = Arc::downgrade(&rt);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                let Some(rt) = rt.upgrade() else { break };
+                match rt.sweep_expired() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "expired memories deleted"),
+                    Err(e) => tracing::warn!("expiry sweep failed: {e}"),
+                }
+            }
+        })
+    };
     let server = memkern_linux::server::Server::start_with(rt, assistant, &bind, max_body)
         .with_context(|| format!("cannot serve on {bind}"))?;
     eprintln!(
@@ -248,6 +266,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         server.addr()
     );
     server.wait()?;
+    drop(sweeper); // detached; it ends at its next wake-up (the runtime is gone)
     Ok(())
 }
 

@@ -50,8 +50,10 @@ pub struct ChatRequest {
     /// Search only these namespaces (default: every readable one).
     #[serde(default)]
     pub namespaces: Option<Vec<NamespaceId>>,
-    /// Store the user's message as a memory in this namespace (default:
-    /// not stored).
+    /// Store the user's message as a memory (the default).
+    #[serde(default = "yes")]
+    pub remember: bool,
+    /// Where to store it (default: the caller's cube named `default`).
     #[serde(default)]
     pub remember_in: Option<NamespaceId>,
     /// Most tokens to generate.
@@ -71,11 +73,13 @@ fn yes() -> bool {
 }
 
 impl ChatRequest {
-    /// A message over every readable namespace, stored nowhere.
+    /// A message over every readable namespace, remembered in the
+    /// caller's `default` cube.
     pub fn new(message: impl Into<String>) -> ChatRequest {
         ChatRequest {
             message: message.into(),
             namespaces: None,
+            remember: true,
             remember_in: None,
             max_tokens: default_max_tokens(),
             snapshots: true,
@@ -518,7 +522,12 @@ impl Assistant {
         }
 
         self.rt.touch(who, used.iter().map(|u| u.id), now)?;
-        let stored = match req.remember_in {
+        let target = match (req.remember, req.remember_in) {
+            (false, _) => None,
+            (true, Some(ns)) => Some(ns),
+            (true, None) => Some(self.rt.namespace_named(who.user, "default")?.id),
+        };
+        let stored = match target {
             Some(ns) => {
                 let add = AddRequest {
                     namespace: ns,

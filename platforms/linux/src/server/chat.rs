@@ -1,4 +1,5 @@
-//! `POST /v1/chat`: one assistant turn over HTTP.
+//! `POST /v1/chat`: one assistant turn over HTTP; `GET /v1/stats`: the
+//! vault's tiers and chat counters (administrator).
 //!
 //! Exists apart from the memory routes because it needs the language
 //! model: a server started without one (`memkern serve --no-llm`) answers
@@ -6,15 +7,46 @@
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{ApiError, ApiState, Auth, JsonBody, blocking};
 use crate::runtime::ChatRequest;
 
-/// The chat route.
+/// The chat and statistics routes.
 pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/v1/chat", post(chat))
+    Router::new()
+        .route("/v1/chat", post(chat))
+        .route("/v1/stats", get(stats))
+}
+
+/// Live snapshot tiers of the running assistant.
+#[derive(serde::Serialize)]
+struct Tiers {
+    stored_blocks: usize,
+    stored_bytes: u64,
+    resident_blocks: usize,
+    resident_bytes: u64,
+}
+
+async fn stats(State(s): State<ApiState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
+    if who.role != memkern_core::governance::Role::Admin {
+        return Err(ApiError::new(403, "statistics are for the administrator"));
+    }
+    let rt = s.rt.clone();
+    let vault = blocking(move || rt.stats()).await?;
+    let tiers = s.assistant.as_ref().map(|a| {
+        let (stored_blocks, stored_bytes, resident_blocks, resident_bytes) = a.tiers();
+        Tiers {
+            stored_blocks,
+            stored_bytes,
+            resident_blocks,
+            resident_bytes,
+        }
+    });
+    Ok(Json(
+        serde_json::json!({ "vault": vault, "snapshot_tiers": tiers }),
+    ))
 }
 
 async fn chat(

@@ -26,6 +26,7 @@
 //! | `POST /v1/search` | user | `SearchRequest` → `[SearchHit]` |
 //! | `GET /v1/audit?from=N&limit=N` | admin | → `[AuditEntry]` |
 //! | `POST /v1/chat` | user | `ChatRequest` → `ChatResponse` (503 without a model) |
+//! | `GET /v1/stats` | admin | → `{"vault": VaultStats, "snapshot_tiers"}` |
 //!
 //! Every route but health needs `Authorization: Bearer <api key>`.
 //! Errors are always `{"error": "<message>"}`: 400 malformed or invalid
