@@ -316,29 +316,18 @@ impl Runtime {
     }
 
     fn users_where(&self, keep: impl Fn(u64) -> bool) -> Result<Vec<UserInfo>> {
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_read()
-            .map_err(|e| vault.db_error(e))?;
-        let t = match txn.open_table(USERS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(vault.db_error(e).into()),
-        };
         let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| vault.db_error(e))? {
-            let (k, v) = entry.map_err(|e| vault.db_error(e))?;
-            if !keep(k.value()) {
-                continue;
+        self.scan(USERS, None, |id, bytes| {
+            if keep(id) {
+                let row: UserRow = decode(bytes).map_err(|e| corrupt("user", e))?;
+                out.push(UserInfo {
+                    id: UserId(id),
+                    name: row.name,
+                    admin: row.admin,
+                });
             }
-            let row: UserRow = decode(v.value()).map_err(|e| corrupt("user", e))?;
-            out.push(UserInfo {
-                id: UserId(k.value()),
-                name: row.name,
-                admin: row.admin,
-            });
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -389,22 +378,11 @@ impl Runtime {
 
     /// Every namespace row, by id.
     pub(crate) fn namespace_rows(&self) -> Result<Vec<(u64, NamespaceRow)>> {
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_read()
-            .map_err(|e| vault.db_error(e))?;
-        let t = match txn.open_table(NAMESPACES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(vault.db_error(e).into()),
-        };
         let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| vault.db_error(e))? {
-            let (k, v) = entry.map_err(|e| vault.db_error(e))?;
-            let row: NamespaceRow = decode(v.value()).map_err(|e| corrupt("cube", e))?;
-            out.push((k.value(), row));
-        }
+        self.scan(NAMESPACES, None, |id, bytes| {
+            out.push((id, decode(bytes).map_err(|e| corrupt("cube", e))?));
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -455,20 +433,7 @@ impl Runtime {
         access: ShareAccess,
     ) -> Result<NamespaceInfo> {
         let _w = self.write_lock();
-        let mut row = self.namespace_row(ns)?;
-        let decision = governance::check(who, &row.policy_meta(ns.0), Operation::Share, now());
-        if let Err(why) = decision.into_result() {
-            // Someone who cannot even read it learns nothing about it.
-            if !governance::check(who, &row.policy_meta(ns.0), Operation::Read, now()).is_allowed()
-            {
-                let _ = self.deny(who, "share", None, why);
-                return Err(RuntimeError::NotFound {
-                    what: "cube",
-                    id: ns.to_string(),
-                });
-            }
-            return Err(self.deny(who, "share", None, why));
-        }
+        let mut row = self.authorise_namespace(who, ns, Operation::Share, "share")?;
         self.user_by_id(with)?;
         if with.0 == row.owner {
             return Err(RuntimeError::Invalid(

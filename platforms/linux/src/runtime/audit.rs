@@ -11,7 +11,7 @@
 use memkern_core::governance::{Principal, Role};
 use memkern_core::ids::{CubeId, UserId};
 use memkern_core::time::Timestamp;
-use redb::{Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 use serde::Serialize;
 
 use super::tables::{AUDIT, AuditRow, COUNTERS, decode, encode};
@@ -149,26 +149,14 @@ impl Runtime {
         if who.role != Role::Admin {
             return Err(self.deny(who, "audit", None, DenyReason::NotOwner));
         }
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_read()
-            .map_err(|e| vault.db_error(e))?;
-        let log = match txn.open_table(AUDIT) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(vault.db_error(e).into()),
-        };
         let mut out = Vec::new();
-        for entry in log
-            .range(from..)
-            .map_err(|e| vault.db_error(e))?
-            .take(limit)
-        {
-            let (k, v) = entry.map_err(|e| vault.db_error(e))?;
-            let row: AuditRow = decode(v.value()).map_err(|e| corrupt("audit entry", e))?;
+        self.scan(AUDIT, Some(from), |seq, bytes| {
+            if out.len() == limit {
+                return Ok(false);
+            }
+            let row: AuditRow = decode(bytes).map_err(|e| corrupt("audit entry", e))?;
             out.push(AuditEntry {
-                seq: k.value(),
+                seq,
                 at: Timestamp(row.at_ms),
                 actor: UserId(row.actor),
                 admin: row.admin,
@@ -177,7 +165,8 @@ impl Runtime {
                 allowed: row.allowed,
                 detail: row.detail,
             });
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 }

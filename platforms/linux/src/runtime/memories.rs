@@ -346,12 +346,24 @@ impl Runtime {
         who: &Principal,
         ns: NamespaceId,
     ) -> Result<NamespaceRow> {
+        self.authorise_namespace(who, ns, Operation::Write, "add")
+    }
+
+    /// Namespace `ns`'s row if `who` may do `op` on it. A caller who may
+    /// not even read it gets `NotFound`, as if it did not exist.
+    pub(crate) fn authorise_namespace(
+        &self,
+        who: &Principal,
+        ns: NamespaceId,
+        op: Operation,
+        action: &str,
+    ) -> Result<NamespaceRow> {
         let row = self.namespace_row(ns)?;
         let meta = row.policy_meta(ns.0);
         let now = now();
-        if let Err(why) = governance::check(who, &meta, Operation::Write, now).into_result() {
+        if let Err(why) = governance::check(who, &meta, op, now).into_result() {
             let visible = governance::check(who, &meta, Operation::Read, now).is_allowed();
-            let err = self.deny(who, "add", None, why);
+            let err = self.deny(who, action, None, why);
             return Err(if visible {
                 err
             } else {
@@ -763,15 +775,8 @@ impl Runtime {
     /// The current versions of the memories in namespace `ns` (at most
     /// `limit`, oldest id first), if `who` may read it.
     pub fn list(&self, who: &Principal, ns: NamespaceId, limit: usize) -> Result<Vec<MemoryView>> {
-        let row = self.namespace_row(ns)?;
+        self.authorise_namespace(who, ns, Operation::Read, "list")?;
         let now = now();
-        if !governance::check(who, &row.policy_meta(ns.0), Operation::Read, now).is_allowed() {
-            let _ = self.deny(who, "list", None, governance::DenyReason::NotGranted);
-            return Err(RuntimeError::NotFound {
-                what: "cube",
-                id: ns.to_string(),
-            });
-        }
         let mut out = Vec::new();
         for id in self.memory_ids()? {
             if out.len() == limit {
@@ -792,21 +797,11 @@ impl Runtime {
 
     /// Every memory id.
     pub(crate) fn memory_ids(&self) -> Result<Vec<MemoryId>> {
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_read()
-            .map_err(|e| vault.db_error(e))?;
-        let t = match txn.open_table(MEMORIES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(vault.db_error(e).into()),
-        };
         let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| vault.db_error(e))? {
-            let (k, _) = entry.map_err(|e| vault.db_error(e))?;
-            out.push(MemoryId(CubeId(k.value().to_be_bytes())));
-        }
+        self.scan(MEMORIES, None, |k, _| {
+            out.push(MemoryId(CubeId(k.to_be_bytes())));
+            Ok(true)
+        })?;
         Ok(out)
     }
 

@@ -251,6 +251,41 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Calls `f` with every entry of `table` from `from` on, in key order,
+    /// until it returns `false` (a table never written is empty).
+    pub(crate) fn scan<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<K, V>,
+        from: Option<K::SelfType<'_>>,
+        mut f: impl for<'a> FnMut(K::SelfType<'a>, V::SelfType<'a>) -> Result<bool>,
+    ) -> Result<()> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let vault = self.vault();
+        let txn = vault
+            .database()
+            .begin_read()
+            .map_err(|e| vault.db_error(e))?;
+        let t = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(vault.db_error(e).into()),
+        };
+        let iter = match from {
+            Some(start) => t.range(start..),
+            None => t.iter(),
+        }
+        .map_err(|e| vault.db_error(e))?;
+        for entry in iter {
+            let (k, v) = entry.map_err(|e| vault.db_error(e))?;
+            if !f(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Now, as a core timestamp (milliseconds since the Unix epoch).
 pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()

@@ -197,21 +197,8 @@ impl Runtime {
         ns: NamespaceId,
         key: Option<&SigningKey>,
     ) -> Result<(Vec<u8>, PackReport)> {
-        let row = self.namespace_row(ns)?;
+        let row = self.authorise_namespace(who, ns, Operation::Export, "export")?;
         let now = now();
-        let meta = row.policy_meta(ns.0);
-        if let Err(why) = governance::check(who, &meta, Operation::Export, now).into_result() {
-            let visible = governance::check(who, &meta, Operation::Read, now).is_allowed();
-            let err = self.deny(who, "export", None, why);
-            return Err(if visible {
-                err
-            } else {
-                RuntimeError::NotFound {
-                    what: "cube",
-                    id: ns.to_string(),
-                }
-            });
-        }
         let mut report = PackReport::default();
         let mut memories = Vec::new();
         let mut versions = HashSet::new();
