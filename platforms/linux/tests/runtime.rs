@@ -562,3 +562,52 @@ fn packs_move_memories_between_vaults_and_refuse_tampering() {
     let _ = std::fs::remove_dir_all(&src_dir);
     let _ = std::fs::remove_dir_all(&dst_dir);
 }
+
+#[test]
+fn dialogue_neighbours_survive_a_restart() {
+    let dir = temp_dir("order");
+    let t = two_users(&dir);
+    for i in 0..15 {
+        add(
+            &t.rt,
+            &t.a,
+            t.a_ns,
+            &format!("Filler note {i} about groceries and errands"),
+        );
+    }
+    add(
+        &t.rt,
+        &t.a,
+        t.a_ns,
+        "Caroline: I finally went kayaking on the lake!",
+    );
+    add(
+        &t.rt,
+        &t.a,
+        t.a_ns,
+        "Melanie: Wow, how was it? Tell me everything.",
+    );
+    for i in 15..30 {
+        add(
+            &t.rt,
+            &t.a,
+            t.a_ns,
+            &format!("Filler note {i} about groceries and errands"),
+        );
+    }
+    let before = texts(&t.rt, &t.a, "kayaking");
+    // The reply shares no word with the query; it ranks as the turn after.
+    assert!(
+        before.iter().any(|x| x.starts_with("Melanie")),
+        "{before:?}"
+    );
+    drop(t);
+    let rt = open(&dir);
+    let a = Principal::user(rt.user("alice").expect("alice").id);
+    assert_eq!(
+        texts(&rt, &a, "kayaking"),
+        before,
+        "same ranking after the index is rebuilt"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

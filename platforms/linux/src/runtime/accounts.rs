@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{Event, append};
 use super::tables::{
-    COUNTERS, NAMESPACES, NamespaceRow, USER_KEYS, USER_NAMES, USERS, UserRow, decode, encode,
+    NAMESPACES, NamespaceRow, USER_KEYS, USER_NAMES, USERS, UserRow, decode, encode, next,
 };
 use super::{ADMIN, Result, Runtime, RuntimeError, corrupt, now};
 
@@ -95,13 +95,6 @@ fn new_key() -> Result<ApiKey> {
         .map_err(|e| RuntimeError::Invalid(format!("no randomness available: {e}")))?;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     Ok(ApiKey(format!("mk_{hex}")))
-}
-
-fn next(txn: &WriteTransaction, counter: &str, first: u64) -> Result<u64, redb::Error> {
-    let mut t = txn.open_table(COUNTERS)?;
-    let n = t.get(counter)?.map_or(first, |v| v.value());
-    t.insert(counter, n + 1)?;
-    Ok(n)
 }
 
 impl NamespaceRow {

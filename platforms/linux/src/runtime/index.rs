@@ -31,7 +31,6 @@ pub(crate) struct SearchIndex {
     index: MemoryIndex,
     docs: Vec<Option<DocMeta>>,
     by_memory: HashMap<u128, DocId>,
-    free: Vec<DocId>,
 }
 
 impl SearchIndex {
@@ -41,7 +40,6 @@ impl SearchIndex {
             index: MemoryIndex::new(Analyzer::DEFAULT, dim),
             docs: Vec::new(),
             by_memory: HashMap::new(),
-            free: Vec::new(),
         }
     }
 
@@ -64,10 +62,12 @@ impl SearchIndex {
             .as_ref()
             .filter(|e| Some(e.values.0.len()) == self.index.dense().map(|d| d.dim()))
             .map(|e| (e.values.as_i8(), e.scale));
-        let doc = self
-            .free
-            .pop()
-            .unwrap_or(DocId(u32::try_from(self.docs.len()).unwrap_or(u32::MAX)));
+        // Doc ids are never reused: a new memory goes after the last one,
+        // not into a deleted memory's place among unrelated neighbours
+        // (the holes cost a slot each until the next open).
+        let Ok(doc) = u32::try_from(self.docs.len()).map(DocId) else {
+            return;
+        };
         let record = MemoryRecord {
             text: &p.text,
             said,
@@ -84,7 +84,6 @@ impl SearchIndex {
                 ..record
             };
             if self.index.insert(doc, &text_only).is_err() {
-                self.free.push(doc);
                 return;
             }
         }
@@ -109,7 +108,6 @@ impl SearchIndex {
         if let Some(slot) = self.docs.get_mut(doc.index()) {
             *slot = None;
         }
-        self.free.push(doc);
         true
     }
 

@@ -29,7 +29,9 @@ use sha2::{Digest, Sha256};
 use super::audit::{Event, append};
 use super::index::quantize;
 use super::redact::SecretKind;
-use super::tables::{MEMORIES, MemoryRow, NamespaceRow, TEXT_HASHES, copy_all, decode, encode};
+use super::tables::{
+    MEMORIES, MemoryRow, NamespaceRow, TEXT_HASHES, copy_all, decode, encode, next,
+};
 use super::{Result, Runtime, RuntimeError, corrupt, now, random_id};
 use crate::vault::{CUBES, cube_key};
 
@@ -428,6 +430,7 @@ impl Runtime {
         };
         let memory = MemoryId(id);
         let row = MemoryRow {
+            seq: 0,
             namespace: req.namespace.0,
             versions: vec![id.0],
             text_key: key,
@@ -580,8 +583,12 @@ impl Runtime {
             .map_err(|e| vault.db_error(e))?;
         vault.put_in(&txn, &bytes)?;
         (|| {
+            let mut row = row.clone();
+            if row.seq == 0 {
+                row.seq = next(&txn, "memory", 1)?;
+            }
             txn.open_table(MEMORIES)?
-                .insert(memory.key(), encode(row).unwrap_or_default().as_slice())?;
+                .insert(memory.key(), encode(&row).unwrap_or_default().as_slice())?;
             let mut hashes = txn.open_table(TEXT_HASHES)?;
             if hashes.get(row.text_key.as_slice())?.is_none() {
                 hashes.insert(row.text_key.as_slice(), memory.key())?;
@@ -865,6 +872,9 @@ impl Runtime {
                 loaded.push(m);
             }
         }
+        // Insertion order, so neighbours in the index are neighbours in
+        // the conversation (the hybrid ranker's context signal).
+        loaded.sort_by_key(|m| m.row.seq);
         let mut index = self.index_mut();
         for m in &loaded {
             index.upsert(m.id.key(), &m.head);

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::audit::{Event, append};
-use super::tables::{MEMORIES, MemoryRow, TEXT_HASHES, decode, encode};
+use super::tables::{MEMORIES, MemoryRow, TEXT_HASHES, decode, encode, next};
 use super::{Result, Runtime, RuntimeError, corrupt, now};
 use crate::vault::cube_key;
 
@@ -344,6 +344,7 @@ impl Runtime {
                 _ => "",
             };
             let row = MemoryRow {
+                seq: next(&txn, "memory", 1).map_err(|e| vault.db_error(e))?,
                 namespace: ns.0,
                 versions: ids,
                 text_key: super::memories::text_key(ns, text),

@@ -50,6 +50,9 @@ pub(crate) struct NamespaceRow {
 /// One memory: every version's cube id, oldest first (the last is the head).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MemoryRow {
+    /// Insertion order (1, 2, …; 0 until committed): the index keeps
+    /// memories in this order so a dialogue's turns stay neighbours.
+    pub seq: u64,
     pub namespace: u64,
     pub versions: Vec<[u8; 16]>,
     /// Key of this memory's [`TEXT_HASHES`] entry (for removal).
@@ -73,6 +76,14 @@ pub(crate) struct AuditRow {
     pub target: Option<[u8; 16]>,
     pub allowed: bool,
     pub detail: String,
+}
+
+/// Takes the next value of `counter` (starting at `first`).
+pub(crate) fn next(txn: &WriteTransaction, counter: &str, first: u64) -> Result<u64, redb::Error> {
+    let mut t = txn.open_table(COUNTERS)?;
+    let n = t.get(counter)?.map_or(first, |v| v.value());
+    t.insert(counter, n + 1)?;
+    Ok(n)
 }
 
 /// Encodes a record (postcard).
