@@ -115,6 +115,9 @@ fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
     let report = rt.delete(&who, cat.id).expect("delete");
     assert_eq!(report.derived, 1);
     assert_eq!(files_under(&dir.join("blobs")), 0, "snapshot blob deleted");
+    // Housekeeping forgets the deleted block (nothing else to do).
+    assert_eq!(assistant.housekeeping().expect("housekeeping"), (0, 0));
+    assert_eq!(assistant.tiers().0, 0, "no stale block left in the tiers");
     let after = assistant
         .chat(&who, &ChatRequest::new("What is the name of my cat?"))
         .expect("chat");

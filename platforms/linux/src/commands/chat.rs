@@ -244,9 +244,11 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
         Some(Arc::new(Assistant::new(rt.clone(), llm)?))
     };
-    // Background housekeeping: expired memories are deleted every minute.
+    // Background housekeeping every minute: expired memories are deleted,
+    // snapshot tiers brought back within their budgets.
     let sweeper = {
         let rt = Arc::downgrade(&rt);
+        let assistant = assistant.as_ref().map(Arc::downgrade);
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(60));
@@ -255,6 +257,15 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "expired memories deleted"),
                     Err(e) => tracing::warn!("expiry sweep failed: {e}"),
+                }
+                if let Some(a) = assistant.as_ref().and_then(std::sync::Weak::upgrade) {
+                    match a.housekeeping() {
+                        Ok((0, 0)) => {}
+                        Ok((deleted, demoted)) => {
+                            tracing::info!(deleted, demoted, "snapshot tiers within budget")
+                        }
+                        Err(e) => tracing::warn!("snapshot housekeeping failed: {e}"),
+                    }
                 }
             }
         })

@@ -245,6 +245,61 @@ impl Assistant {
         (s.blocks.len(), stored, s.resident.len(), resident)
     }
 
+    /// Background housekeeping of the snapshot tiers: forgets blocks whose
+    /// cube is gone (a memory was deleted or updated), deletes the oldest
+    /// blocks while the stored ones exceed the flash budget, and drops
+    /// resident blocks while they exceed the RAM budget. Returns (blocks
+    /// deleted, blocks dropped from RAM).
+    pub fn housekeeping(&self) -> Result<(usize, usize)> {
+        let budgets = self.rt.config().budgets;
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        {
+            let vault = self.rt.vault();
+            let mut live = Vec::with_capacity(state.blocks.len());
+            for b in state.blocks.drain(..) {
+                if vault.get(&b.cube)?.is_some() {
+                    live.push(b);
+                } else {
+                    state.resident.remove(&b.cube);
+                }
+            }
+            state.blocks = live;
+        }
+        // Blocks are kept in creation order: the oldest go first.
+        let mut deleted = 0;
+        while state.blocks.iter().map(|b| b.bytes).sum::<u64>() > budgets.snapshot_flash_bytes {
+            let b = state.blocks.remove(0);
+            state.resident.remove(&b.cube);
+            if self.rt.vault().delete(&b.cube)? {
+                deleted += 1;
+            }
+        }
+        let mut demoted = 0;
+        loop {
+            let resident: u64 = state
+                .resident
+                .values()
+                .map(|r| r.bytes().len() as u64)
+                .sum();
+            if resident <= budgets.kv_ram_bytes {
+                break;
+            }
+            let Some(oldest) = state
+                .blocks
+                .iter()
+                .find(|b| state.resident.contains_key(&b.cube))
+                .map(|b| b.cube)
+            else {
+                break;
+            };
+            state.resident.remove(&oldest);
+            demoted += 1;
+        }
+        state.stats.evicted += deleted as u64;
+        Ok((deleted, demoted))
+    }
+
     /// Answers one message for `who`.
     pub fn chat(&self, who: &Principal, req: &ChatRequest) -> Result<ChatResponse> {
         if req.message.trim().is_empty() {
