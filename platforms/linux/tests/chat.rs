@@ -111,6 +111,18 @@ fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
         (1, 1, 2)
     );
 
+    // Another user's chat never sees Caroline's memories or restores her
+    // KV block, though the block is the only one stored.
+    let (bob, _) = rt.create_user(&rt.admin(), "bob").expect("bob");
+    let mut req = ChatRequest::new("What is the name of my cat?");
+    req.remember = false;
+    let theirs = assistant
+        .chat(&Principal::user(bob.id), &req)
+        .expect("bob's chat");
+    assert!(theirs.memories.is_empty(), "{theirs:?}");
+    assert_eq!(theirs.restored_tokens, 0);
+    assert!(!theirs.answer.contains("Pixel"), "{}", theirs.answer);
+
     // Hard delete: the memory, its snapshot block and the block's blob.
     let report = rt.delete(&who, cat.id).expect("delete");
     assert_eq!(report.derived, 1);

@@ -28,7 +28,9 @@ use memkern_core::scheduler::{self, Candidate, Kind, Location, RELEVANCE_ONE};
 use memkern_models::{Llm, Sampler, SamplingConfig, Snapshot, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{AddRequest, MemoryId, Result, Runtime, RuntimeError, SearchRequest, now, random_id};
+use super::{
+    AddRequest, MemoryId, Result, Runtime, RuntimeError, SearchHit, SearchRequest, now, random_id,
+};
 
 /// The system prompt every chat starts with; memories follow as lines.
 pub const SYSTEM_HEADER: &str = "<|im_start|>system\nYou are a helpful assistant running on the user's own device. \
@@ -186,6 +188,84 @@ fn llm_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Invalid(format!("language model: {e}"))
 }
 
+/// Memory head → (memory, text, its prompt line's tokens).
+type Lines = HashMap<CubeId, (MemoryId, String, Vec<u32>)>;
+
+fn validate(req: &ChatRequest) -> Result<()> {
+    if req.message.trim().is_empty() {
+        return Err(RuntimeError::Invalid("the message is empty".to_owned()));
+    }
+    if req.message.len() > memkern_core::cube::MAX_TEXT_LEN {
+        return Err(RuntimeError::Invalid("the message is too long".to_owned()));
+    }
+    if req.max_tokens == 0 || req.max_tokens > 512 {
+        return Err(RuntimeError::Invalid("max_tokens must be 1–512".to_owned()));
+    }
+    Ok(())
+}
+
+/// Prompt order: the longest prefix of `block` the plan restores, then the
+/// other selected memories least relevant first, so the most relevant one
+/// sits right before the question (small models weigh recent context
+/// most).
+fn prompt_order<const N: usize>(
+    block: Option<&Block>,
+    plan: &scheduler::Plan<N>,
+    hits: &[SearchHit],
+) -> Prompt {
+    let mut prompt = Prompt {
+        restore: None,
+        order: Vec::new(),
+    };
+    if let Some(b) = block {
+        let keep = b
+            .members
+            .iter()
+            .take_while(|m| plan.restore.contains(m))
+            .count();
+        if keep > 0 {
+            prompt.order.extend(b.members[..keep].iter().copied());
+            prompt.restore = Some((b.clone(), keep));
+        }
+    }
+    let rank = |id: &CubeId| {
+        hits.iter()
+            .position(|h| CubeId::from_hex(&h.memory.cube).as_ref() == Some(id))
+    };
+    let mut rest: Vec<CubeId> = plan
+        .restore
+        .iter()
+        .chain(plan.text.iter())
+        .filter(|id| !prompt.order.contains(id))
+        .copied()
+        .collect();
+    rest.sort_by_key(|id| std::cmp::Reverse(rank(id)));
+    prompt.order.extend(rest);
+    prompt
+}
+
+impl ChatStats {
+    fn record(
+        &mut self,
+        restored: bool,
+        had_memories: bool,
+        ttft_ms: f64,
+        promoted: usize,
+        evicted: usize,
+    ) {
+        self.turns += 1;
+        self.promoted += promoted as u64;
+        self.evicted += evicted as u64;
+        if restored {
+            self.snapshot_hits += 1;
+            self.ttft_warm_ms_sum += ttft_ms;
+        } else if had_memories {
+            self.snapshot_misses += 1;
+            self.ttft_cold_ms_sum += ttft_ms;
+        }
+    }
+}
+
 /// What a turn decided to put in the prompt.
 struct Prompt {
     /// The block to restore and how many of its members to keep.
@@ -302,15 +382,7 @@ impl Assistant {
 
     /// Answers one message for `who`.
     pub fn chat(&self, who: &Principal, req: &ChatRequest) -> Result<ChatResponse> {
-        if req.message.trim().is_empty() {
-            return Err(RuntimeError::Invalid("the message is empty".to_owned()));
-        }
-        if req.message.len() > memkern_core::cube::MAX_TEXT_LEN {
-            return Err(RuntimeError::Invalid("the message is too long".to_owned()));
-        }
-        if req.max_tokens == 0 || req.max_tokens > 512 {
-            return Err(RuntimeError::Invalid("max_tokens must be 1–512".to_owned()));
-        }
+        validate(req)?;
         let start = Instant::now();
         let budgets = self.rt.config().budgets;
         let k = (budgets.max_memories as usize * 2).clamp(1, MAX_CANDIDATES);
@@ -331,9 +403,8 @@ impl Assistant {
             tok.encode("<|im_end|>\n<|im_start|>assistant\n")
                 .map_err(llm_err)?,
         );
-
         let now = now();
-        let mut lines: HashMap<CubeId, (MemoryId, String, Vec<u32>)> = HashMap::new();
+        let mut lines = Lines::new();
         for h in &hits {
             if let Some(head) = CubeId::from_hex(&h.memory.cube) {
                 let line = tok
@@ -345,63 +416,18 @@ impl Assistant {
         // The stored block covering most of the hits (members must all be
         // hits, so a restore never brings in a memory the caller may not
         // read or that no longer exists).
-        let block = if req.snapshots {
-            state
-                .blocks
-                .iter()
-                .filter(|b| b.members.iter().all(|m| lines.contains_key(m)))
-                .max_by_key(|b| b.members.len())
-                .cloned()
-        } else {
-            None
-        };
-        let top = hits.first().map_or(1.0, |h| h.score.max(f32::MIN_POSITIVE));
-        let per_token = state
-            .llm
-            .kv_layout(SNAPSHOT_DTYPE)
-            .tensor_bytes(1)
-            .unwrap_or(0);
-        let mut candidates = Vec::with_capacity(hits.len());
-        for h in &hits {
-            let Some(head) = CubeId::from_hex(&h.memory.cube) else {
-                continue;
-            };
-            let Some((_, _, line)) = lines.get(&head) else {
-                continue;
-            };
-            let relevance = ((h.score / top).clamp(0.0, 1.0) * RELEVANCE_ONE as f32) as u32;
-            let mut c = Candidate {
-                id: head,
-                relevance: relevance.max(1),
-                tokens: u32::try_from(line.len()).unwrap_or(u32::MAX),
-                bytes: per_token * line.len() as u64,
-                kind: if req.snapshots {
-                    Kind::Activation
-                } else {
-                    Kind::Plaintext
-                },
-                location: Location::FlashText,
-                heat: self.rt.heat_of(h.memory.id, now).unwrap_or(0),
-            };
-            if let Some(b) = block.as_ref().filter(|b| b.members.contains(&head)) {
-                c.bytes = b.bytes / b.members.len() as u64;
-                c.location = if state.resident.contains_key(&b.cube) {
-                    Location::ResidentSnapshot
-                } else {
-                    Location::FlashSnapshot
-                };
-            }
-            candidates.push(c);
-        }
-        let mut b = budgets.budgets();
-        let in_play = block.as_ref().map_or(0, |b| b.bytes);
-        let elsewhere: u64 = state
+        let block = state
             .blocks
             .iter()
-            .map(|b| b.bytes)
-            .sum::<u64>()
-            .saturating_sub(in_play);
-        b.flash_bytes = b.flash_bytes.saturating_sub(elsewhere);
+            .filter(|b| req.snapshots && b.members.iter().all(|m| lines.contains_key(m)))
+            .max_by_key(|b| b.members.len())
+            .cloned();
+        let mut candidates =
+            self.candidates(state, &hits, &lines, block.as_ref(), req.snapshots, now);
+        let mut b = budgets.budgets();
+        let in_play = block.as_ref().map_or(0, |b| b.bytes);
+        let stored: u64 = state.blocks.iter().map(|b| b.bytes).sum();
+        b.flash_bytes = b.flash_bytes.saturating_sub(stored.saturating_sub(in_play));
         let room = state
             .llm
             .config()
@@ -416,62 +442,24 @@ impl Assistant {
             self.rt.config().scheduler.policy(),
         )
         .map_err(|e| RuntimeError::Invalid(format!("scheduler: {e}")))?;
+        let prompt = prompt_order(block.as_ref(), &plan, &hits);
 
-        // Prompt order: the longest prefix of the block the plan restores,
-        // then everything else selected, in the plan's order.
-        let mut prompt = Prompt {
-            restore: None,
-            order: Vec::new(),
-        };
-        if let Some(b) = &block {
-            let keep = b
-                .members
-                .iter()
-                .take_while(|m| plan.restore.contains(m))
-                .count();
-            if keep > 0 {
-                prompt.order.extend(b.members[..keep].iter().copied());
-                prompt.restore = Some((b.clone(), keep));
-            }
-        }
-        // The rest goes least relevant first, so the most relevant memory
-        // sits right before the question (small models weigh recent
-        // context most).
-        let mut rest: Vec<CubeId> = plan
-            .restore
-            .iter()
-            .chain(plan.text.iter())
-            .filter(|id| !prompt.order.contains(id))
-            .copied()
-            .collect();
-        rest.sort_by(|a, b| {
-            let score = |id: &CubeId| {
-                hits.iter()
-                    .position(|h| CubeId::from_hex(&h.memory.cube).as_ref() == Some(id))
-            };
-            score(b).cmp(&score(a))
-        });
-        prompt.order.extend(rest);
-
-        let llm = &state.llm;
-        let mut session = llm.session();
-        let mut restored_tokens = 0;
-        let mut restored_block = None;
+        // Restore the block's kept prefix, prefill the rest, generate.
+        let mut session = state.llm.session();
+        let mut restored = None;
         if let Some((b, keep)) = &prompt.restore {
             match load_snapshot(&self.rt, &state.resident, b).and_then(|snap| {
                 session.restore(&snap).map_err(llm_err)?;
                 Ok(snap)
             }) {
                 Ok(snap) => {
-                    let len = header.len()
-                        + prompt.order[..*keep]
-                            .iter()
-                            .filter_map(|m| lines.get(m))
-                            .map(|l| l.2.len())
-                            .sum::<usize>();
-                    session.truncate(len);
-                    restored_tokens = session.len();
-                    restored_block = Some((b.cube, snap));
+                    let kept: usize = prompt.order[..*keep]
+                        .iter()
+                        .filter_map(|m| lines.get(m))
+                        .map(|l| l.2.len())
+                        .sum();
+                    session.truncate(header.len() + kept);
+                    restored = Some((b.cube, snap, *keep));
                 }
                 Err(e) => {
                     tracing::warn!("snapshot {} unusable, prefilling instead: {e}", b.cube);
@@ -479,12 +467,9 @@ impl Assistant {
                 }
             }
         }
-        let restored_members = if restored_block.is_some() {
-            prompt.restore.as_ref().map_or(0, |(_, k)| *k)
-        } else {
-            0
-        };
-        if restored_block.is_none() {
+        let restored_tokens = if restored.is_some() { session.len() } else { 0 };
+        let restored_members = restored.as_ref().map_or(0, |r| r.2);
+        if restored.is_none() {
             session.prefill(&header).map_err(llm_err)?;
         }
         let mut used = Vec::new();
@@ -517,11 +502,12 @@ impl Assistant {
         let ttft_ms = ttft_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1e3);
         let prompt_tokens = session.len().saturating_sub(generation.ids.len());
 
-        // Tiers, as the plan says.
-        let mut promoted = 0;
+        // Tiers, as the plan says: promote this turn's memory prefix unless
+        // it was restored whole, then evictions and demotions.
         let covered = block.as_ref().is_some_and(|b| {
             b.members.len() == prompt.order.len() && restored_members == b.members.len()
         });
+        let mut promoted = 0;
         if !plan.promote.is_empty()
             && !covered
             && !used.is_empty()
@@ -539,60 +525,25 @@ impl Assistant {
             }
         }
         drop(session);
-        if let Some((cube, snap)) = restored_block {
+        if let Some((cube, snap, _)) = restored {
             state.resident.insert(cube, snap);
         }
-        let mut evicted = 0;
-        let mut drop_block = |state: &mut State, cube: CubeId, delete: bool| {
-            state.resident.remove(&cube);
-            if delete {
-                state.blocks.retain(|b| b.cube != cube);
-                if self.rt.vault().delete(&cube).unwrap_or(false) {
-                    evicted += 1;
-                }
-            }
-        };
-        if let Some(b) = &block {
-            if plan.evict.iter().any(|id| b.members.contains(id)) {
-                drop_block(state, b.cube, true);
-            } else if plan.demote.iter().any(|id| b.members.contains(id)) {
-                drop_block(state, b.cube, false);
-            }
-        }
-        let stats = &mut state.stats;
-        stats.turns += 1;
-        stats.promoted += promoted as u64;
-        stats.evicted += evicted as u64;
-        if restored_tokens > 0 {
-            stats.snapshot_hits += 1;
-            stats.ttft_warm_ms_sum += ttft_ms;
-        } else if !used.is_empty() {
-            stats.snapshot_misses += 1;
-            stats.ttft_cold_ms_sum += ttft_ms;
-        }
-        let stats = *stats;
+        let evicted = self.apply_tiers(state, block.as_ref(), &plan);
+        state.stats.record(
+            restored_tokens > 0,
+            !used.is_empty(),
+            ttft_ms,
+            promoted,
+            evicted,
+        );
+        let stats = state.stats;
         drop(guard);
         if let Err(e) = self.rt.save_chat_stats(&stats) {
             tracing::warn!("cannot save chat statistics: {e}");
         }
 
         self.rt.touch(who, used.iter().map(|u| u.id), now)?;
-        let target = match (req.remember, req.remember_in) {
-            (false, _) => None,
-            (true, Some(ns)) => Some(ns),
-            (true, None) => Some(self.rt.namespace_named(who.user, "default")?.id),
-        };
-        let stored = match target {
-            Some(ns) => {
-                let add = AddRequest {
-                    namespace: ns,
-                    text: req.message.clone(),
-                    ..AddRequest::default()
-                };
-                Some(self.rt.add(who, &add)?.id)
-            }
-            None => None,
-        };
+        let stored = self.remember(who, req)?;
         Ok(ChatResponse {
             answer: generation.text.trim().to_owned(),
             memories: used,
@@ -605,6 +556,95 @@ impl Assistant {
             promoted,
             evicted,
         })
+    }
+
+    /// The scheduler's candidates: every hit as text; members of `block`
+    /// as restorable, each with its share of the block's bytes.
+    fn candidates(
+        &self,
+        state: &State,
+        hits: &[SearchHit],
+        lines: &Lines,
+        block: Option<&Block>,
+        snapshots: bool,
+        now: memkern_core::time::Timestamp,
+    ) -> Vec<Candidate> {
+        let top = hits.first().map_or(1.0, |h| h.score.max(f32::MIN_POSITIVE));
+        let per_token = state
+            .llm
+            .kv_layout(SNAPSHOT_DTYPE)
+            .tensor_bytes(1)
+            .unwrap_or(0);
+        let mut out = Vec::with_capacity(hits.len());
+        for h in hits {
+            let Some(head) = CubeId::from_hex(&h.memory.cube) else {
+                continue;
+            };
+            let Some((_, _, line)) = lines.get(&head) else {
+                continue;
+            };
+            let relevance = ((h.score / top).clamp(0.0, 1.0) * RELEVANCE_ONE as f32) as u32;
+            let mut c = Candidate {
+                id: head,
+                relevance: relevance.max(1),
+                tokens: u32::try_from(line.len()).unwrap_or(u32::MAX),
+                bytes: per_token * line.len() as u64,
+                kind: if snapshots {
+                    Kind::Activation
+                } else {
+                    Kind::Plaintext
+                },
+                location: Location::FlashText,
+                heat: self.rt.heat_of(h.memory.id, now).unwrap_or(0),
+            };
+            if let Some(b) = block.filter(|b| b.members.contains(&head)) {
+                c.bytes = b.bytes / b.members.len() as u64;
+                c.location = if state.resident.contains_key(&b.cube) {
+                    Location::ResidentSnapshot
+                } else {
+                    Location::FlashSnapshot
+                };
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Applies the plan's eviction (delete the block) or demotion (drop it
+    /// from RAM) to the block in play; returns blocks deleted.
+    fn apply_tiers<const N: usize>(
+        &self,
+        state: &mut State,
+        block: Option<&Block>,
+        plan: &scheduler::Plan<N>,
+    ) -> usize {
+        let Some(b) = block else {
+            return 0;
+        };
+        if plan.evict.iter().any(|id| b.members.contains(id)) {
+            state.resident.remove(&b.cube);
+            state.blocks.retain(|x| x.cube != b.cube);
+            return usize::from(self.rt.vault().delete(&b.cube).unwrap_or(false));
+        }
+        if plan.demote.iter().any(|id| b.members.contains(id)) {
+            state.resident.remove(&b.cube);
+        }
+        0
+    }
+
+    /// Stores the user's turn as a memory unless the request says not to.
+    fn remember(&self, who: &Principal, req: &ChatRequest) -> Result<Option<MemoryId>> {
+        let ns = match (req.remember, req.remember_in) {
+            (false, _) => return Ok(None),
+            (true, Some(ns)) => ns,
+            (true, None) => self.rt.namespace_named(who.user, "default")?.id,
+        };
+        let add = AddRequest {
+            namespace: ns,
+            text: req.message.clone(),
+            ..AddRequest::default()
+        };
+        Ok(Some(self.rt.add(who, &add)?.id))
     }
 
     /// Saves positions `0..len` of `session` (header + the memory lines of
