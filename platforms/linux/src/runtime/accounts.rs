@@ -143,21 +143,13 @@ impl NamespaceRow {
 impl Runtime {
     /// Creates the local administrator on first open.
     pub(crate) fn ensure_admin(&self) -> Result<()> {
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
-        let exists = txn
-            .open_table(USERS)
-            .and_then(|t| Ok(t.get(ADMIN.0)?.is_some()))
-            .map_err(|e| vault.db_error(e))?;
-        if !exists {
-            let key = new_key()?;
-            insert_user(&txn, ADMIN.0, "admin", &key, true).map_err(|e| vault.db_error(e))?;
-        }
-        txn.commit().map_err(|e| vault.db_error(e))?;
-        Ok(())
+        let key = new_key()?;
+        self.write(true, |txn| {
+            if txn.open_table(USERS)?.get(ADMIN.0)?.is_none() {
+                insert_user(txn, ADMIN.0, "admin", &key, true)?;
+            }
+            Ok(())
+        })
     }
 
     /// Creates user `name` (administrator only) with a namespace called
@@ -168,23 +160,14 @@ impl Runtime {
         }
         check_name("user", name)?;
         let _w = self.write_lock();
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
-        let taken = txn
-            .open_table(USER_NAMES)
-            .and_then(|t| Ok(t.get(name)?.is_some()))
-            .map_err(|e| vault.db_error(e))?;
-        if taken {
-            return Err(RuntimeError::Exists(format!("user {name:?}")));
-        }
         let key = new_key()?;
-        let id = (|| {
-            let id = next(&txn, "user", ADMIN.0 + 1)?;
-            insert_user(&txn, id, name, &key, false)?;
-            let ns = next(&txn, "namespace", 1)?;
+        let id = self.write(true, |txn| {
+            if txn.open_table(USER_NAMES)?.get(name)?.is_some() {
+                return Ok(None);
+            }
+            let id = next(txn, "user", ADMIN.0 + 1)?;
+            insert_user(txn, id, name, &key, false)?;
+            let ns = next(txn, "namespace", 1)?;
             let row = NamespaceRow {
                 owner: id,
                 name: "default".to_owned(),
@@ -193,14 +176,11 @@ impl Runtime {
             };
             txn.open_table(NAMESPACES)?
                 .insert(ns, encode(&row).unwrap_or_default().as_slice())?;
-            append(
-                &txn,
-                &[Event::ok(who, "create_user", None).with(format!("user {id}"))],
-            )?;
-            Ok::<_, redb::Error>(id)
-        })()
-        .map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
+            let event = Event::ok(who, "create_user", None).with(format!("user {id}"));
+            append(txn, &[event])?;
+            Ok(Some(id))
+        })?;
+        let id = id.ok_or_else(|| RuntimeError::Exists(format!("user {name:?}")))?;
         Ok((
             UserInfo {
                 id: UserId(id),
@@ -219,13 +199,8 @@ impl Runtime {
         }
         let user = self.user(name)?;
         let _w = self.write_lock();
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
         let key = new_key()?;
-        (|| {
+        self.write(true, |txn| {
             let old = txn
                 .open_table(USERS)?
                 .get(user.id.0)?
@@ -233,14 +208,10 @@ impl Runtime {
             if let Some(old) = old.and_then(|b| decode::<UserRow>(&b).ok()) {
                 txn.open_table(USER_KEYS)?.remove(old.key_hash.as_slice())?;
             }
-            insert_user(&txn, user.id.0, name, &key, user.admin)?;
-            append(
-                &txn,
-                &[Event::ok(who, "rotate_key", None).with(format!("user {}", user.id))],
-            )
-        })()
-        .map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
+            insert_user(txn, user.id.0, name, &key, user.admin)?;
+            let event = Event::ok(who, "rotate_key", None).with(format!("user {}", user.id));
+            append(txn, &[event])
+        })?;
         Ok(key)
     }
 
@@ -343,29 +314,22 @@ impl Runtime {
                 "cube {name:?} of user {owner}"
             )));
         }
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
         let row = NamespaceRow {
             owner: owner.0,
             name: name.to_owned(),
             readers: Vec::new(),
             writers: Vec::new(),
         };
-        let id = (|| {
-            let id = next(&txn, "namespace", 1)?;
+        let id = self.write(true, |txn| {
+            let id = next(txn, "namespace", 1)?;
             txn.open_table(NAMESPACES)?
                 .insert(id, encode(&row).unwrap_or_default().as_slice())?;
             append(
-                &txn,
+                txn,
                 &[Event::ok(who, "create_cube", None).with(format!("cube {id}"))],
             )?;
-            Ok::<_, redb::Error>(id)
-        })()
-        .map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
+            Ok(id)
+        })?;
         Ok(row.info(id))
     }
 
@@ -446,19 +410,12 @@ impl Runtime {
                 "a cube may be shared with at most {cap} readers and {cap} writers"
             )));
         }
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
-        (|| {
+        self.write(true, |txn| {
             txn.open_table(NAMESPACES)?
                 .insert(ns.0, encode(&row).unwrap_or_default().as_slice())?;
             let detail = format!("cube {ns} with user {with}: {access:?}");
-            append(&txn, &[Event::ok(who, "share", None).with(detail)])
-        })()
-        .map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
+            append(txn, &[Event::ok(who, "share", None).with(detail)])
+        })?;
         Ok(row.info(ns.0))
     }
 }

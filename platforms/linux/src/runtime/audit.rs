@@ -11,7 +11,7 @@
 use memkern_core::governance::{Principal, Role};
 use memkern_core::ids::{CubeId, UserId};
 use memkern_core::time::Timestamp;
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::Serialize;
 
 use super::tables::{AUDIT, AuditRow, COUNTERS, decode, encode};
@@ -117,16 +117,7 @@ impl Runtime {
     /// Logs events in their own non-durable transaction (reads, denials
     /// outside a write).
     pub(crate) fn log(&self, events: &[Event<'_>]) -> Result<()> {
-        let vault = self.vault();
-        let mut txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| RuntimeError::Invalid(format!("audit durability: {e}")))?;
-        append(&txn, events).map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
-        Ok(())
+        self.write(false, |txn| append(txn, events))
     }
 
     /// Logs a denial and returns it as an error.

@@ -252,6 +252,28 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Runs `f` in one write transaction and commits it: durably (fsync
+    /// before returning), or with redb's non-durable commit, which the
+    /// next durable commit makes persistent (audit reads, statistics).
+    pub(crate) fn write<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T> {
+        let vault = self.vault();
+        let mut txn = vault
+            .database()
+            .begin_write()
+            .map_err(|e| vault.db_error(e))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| RuntimeError::Invalid(format!("commit durability: {e}")))?;
+        }
+        let out = f(&txn).map_err(|e| vault.db_error(e))?;
+        txn.commit().map_err(|e| vault.db_error(e))?;
+        Ok(out)
+    }
+
     /// Calls `f` with every entry of `table` from `from` on, in key order,
     /// until it returns `false` (a table never written is empty).
     pub(crate) fn scan<K: redb::Key + 'static, V: redb::Value + 'static>(

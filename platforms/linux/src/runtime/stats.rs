@@ -4,7 +4,7 @@
 //! tier and cold vs warm time-to-first-token without reading the database.
 
 use memkern_core::cube::{self, Payload};
-use redb::{Durability, ReadableDatabase, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTableMetadata};
 use serde::Serialize;
 
 use super::chat::ChatStats;
@@ -114,19 +114,9 @@ impl Runtime {
     /// the last turns in a crash, memories never).
     pub(crate) fn save_chat_stats(&self, stats: &ChatStats) -> Result<()> {
         let bytes = encode(stats).map_err(|e| RuntimeError::Invalid(format!("statistics: {e}")))?;
-        let vault = self.vault();
-        let mut txn = vault
-            .database()
-            .begin_write()
-            .map_err(|e| vault.db_error(e))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| RuntimeError::Invalid(format!("statistics durability: {e}")))?;
-        (|| {
+        self.write(false, |txn| {
             txn.open_table(STATS)?.insert("chat", bytes.as_slice())?;
-            Ok::<_, redb::Error>(())
-        })()
-        .map_err(|e| vault.db_error(e))?;
-        txn.commit().map_err(|e| vault.db_error(e))?;
-        Ok(())
+            Ok(())
+        })
     }
 }
