@@ -382,6 +382,18 @@ impl Assistant {
 
     /// Answers one message for `who`.
     pub fn chat(&self, who: &Principal, req: &ChatRequest) -> Result<ChatResponse> {
+        self.chat_streaming(who, req, |_| true)
+    }
+
+    /// [`Self::chat`], calling `on_token` with each piece of answer text as
+    /// it is generated; `on_token` returning `false` stops generation (the
+    /// response then holds the text so far).
+    pub fn chat_streaming(
+        &self,
+        who: &Principal,
+        req: &ChatRequest,
+        mut on_token: impl FnMut(&str) -> bool,
+    ) -> Result<ChatResponse> {
         validate(req)?;
         let start = Instant::now();
         let budgets = self.rt.config().budgets;
@@ -494,9 +506,9 @@ impl Assistant {
         let sampler = Sampler::new(SamplingConfig::greedy()).map_err(llm_err)?;
         let mut ttft_ms = None;
         let generation = session
-            .generate_with(sampler, req.max_tokens, |_| {
+            .generate_with(sampler, req.max_tokens, |t| {
                 ttft_ms.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
-                true
+                on_token(&t.text)
             })
             .map_err(llm_err)?;
         let ttft_ms = ttft_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1e3);
