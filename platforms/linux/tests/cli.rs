@@ -206,3 +206,50 @@ fn runtime_commands_round_trip_and_refuse_bad_input() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `memkern serve --no-llm` as a real process: it says where it listens,
+/// answers on loopback, and a SIGTERM stops it with status 0.
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = temp_dir("serve");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memkern"))
+        .args([
+            "serve",
+            "--no-llm",
+            "--no-embed",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("first line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"ok\""), "{reply}");
+    let pid = child.id().to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0), "graceful exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
