@@ -27,9 +27,13 @@
 //! | `GET /v1/audit?from=N&limit=N` | admin | → `[AuditEntry]` |
 //! | `POST /v1/chat` | user | `ChatRequest` → `ChatResponse` (503 without a model) |
 //! | `GET /v1/stats` | admin | → `{"vault": VaultStats, "snapshot_tiers"}` |
+//! | `POST /v1/chat/completions` | user | OpenAI chat-completions body → `chat.completion` (or SSE chunks with `"stream": true`; 503 without a model) |
+//! | `GET /openapi.json` | anyone | → the OpenAPI 3.1 document of these routes |
 //!
-//! Every route but health needs `Authorization: Bearer <api key>`.
-//! Errors are always `{"error": "<message>"}`: 400 malformed or invalid
+//! Every route but health and `/openapi.json` needs
+//! `Authorization: Bearer <api key>`. Errors are always
+//! `{"error": "<message>"}` (on `/v1/chat/completions`: OpenAI's
+//! `{"error": {"message","type","code"}}`): 400 malformed or invalid
 //! input (JSON syntax, wrong types, unknown fields, bad ids), 401 no or
 //! unknown key, 403 denied (on something the caller may see), 404 unknown
 //! route or a thing that does not exist or that the caller may not see,
@@ -49,6 +53,8 @@
 mod chat;
 mod extract;
 pub mod load;
+mod openai;
+mod openapi;
 mod routes;
 
 use std::net::SocketAddr;
@@ -91,6 +97,8 @@ pub fn api_routes() -> Router<ApiState> {
         .merge(routes::memories())
         .merge(routes::audit())
         .merge(chat::routes())
+        .merge(openai::routes())
+        .merge(openapi::routes())
 }
 
 /// The complete HTTP application over `rt`: [`api_routes`] plus a JSON

@@ -249,9 +249,7 @@ impl CompletionRequest {
             .iter()
             .rev()
             .find(|m| m.role == "user")
-            .ok_or_else(|| {
-                OpenAiError::new(400, "`messages` has no message with role `user`")
-            })?;
+            .ok_or_else(|| OpenAiError::new(400, "`messages` has no message with role `user`"))?;
         let message = content_text(&last_user.content)?;
         if message.trim().is_empty() {
             return Err(OpenAiError::new(
@@ -395,7 +393,12 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn frame(&self, choice_delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>) -> Bytes {
+    fn frame(
+        &self,
+        choice_delta: Value,
+        finish: Option<&str>,
+        extra: Option<(&str, Value)>,
+    ) -> Bytes {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -461,7 +464,10 @@ impl Deltas {
     /// What of the final `answer` has not been sent (text the model
     /// flushed after the last piece); empty when nothing is left.
     fn rest(&mut self, answer: &str) -> String {
-        let rest = answer.strip_prefix(self.sent.as_str()).unwrap_or("").to_owned();
+        let rest = answer
+            .strip_prefix(self.sent.as_str())
+            .unwrap_or("")
+            .to_owned();
         self.sent.push_str(&rest);
         rest
     }
@@ -488,7 +494,7 @@ async fn stream(
         let mut started = false;
         // `send` fails once the response body is dropped (the client went
         // away): returning false then stops generation.
-        let mut send_text = |text: &str, started: &mut bool| -> bool {
+        let send_text = |text: &str, started: &mut bool| -> bool {
             if text.is_empty() {
                 return true;
             }
@@ -499,8 +505,12 @@ async fn stream(
                     return false;
                 }
             }
-            tx.send(Event::Frame(chunks.frame(json!({ "content": text }), None, None)))
-                .is_ok()
+            tx.send(Event::Frame(chunks.frame(
+                json!({ "content": text }),
+                None,
+                None,
+            )))
+            .is_ok()
         };
         let result = assistant.chat_streaming(&who, &req, |t| {
             generated += 1;
@@ -514,7 +524,8 @@ async fn stream(
                     return;
                 }
                 if !started {
-                    let role = chunks.frame(json!({ "role": "assistant", "content": "" }), None, None);
+                    let role =
+                        chunks.frame(json!({ "role": "assistant", "content": "" }), None, None);
                     let _ = tx.send(Event::Frame(role));
                 }
                 let finish = finish_reason(generated, max_tokens);
