@@ -9,22 +9,14 @@ use std::sync::Arc;
 use memkern_core::governance::Principal;
 use memkern_linux::runtime::chat::UsedAs;
 use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, Config, Runtime};
-use memkern_models::Llm;
-use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
-use memkern_models::llama::Backend;
+
+mod common;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memkern-chat-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::temp_dir("chat", name)
 }
 
-fn llm() -> Llm {
-    let files = ModelCache::from_env()
-        .and_then(|c| c.ensure(&SMOLLM2_135M_Q4_1))
-        .expect("SmolLM2 fetched");
-    Llm::load(files.gguf().expect("gguf"), Backend::Cpu).expect("SmolLM2 loads")
-}
+use common::llm;
 
 fn files_under(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())

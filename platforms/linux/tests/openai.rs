@@ -12,23 +12,15 @@ use std::time::Duration;
 use memkern_core::governance::Principal;
 use memkern_linux::runtime::{AddRequest, Assistant, Config, Runtime};
 use memkern_linux::server::Server;
-use memkern_models::Llm;
-use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
-use memkern_models::llama::Backend;
 use serde_json::{Value, json};
 
+mod common;
+
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memkern-openai-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::temp_dir("openai", name)
 }
 
-fn llm() -> Llm {
-    let files = ModelCache::from_env()
-        .and_then(|c| c.ensure(&SMOLLM2_135M_Q4_1))
-        .expect("SmolLM2 fetched");
-    Llm::load(files.gguf().expect("gguf"), Backend::Cpu).expect("SmolLM2 loads")
-}
+use common::llm;
 
 /// A response: status, content type and body text.
 #[derive(Debug)]
