@@ -611,3 +611,35 @@ fn dialogue_neighbours_survive_a_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn own_hits_are_found_under_many_better_ranked_foreign_ones() {
+    let dir = temp_dir("deep");
+    let t = two_users(&dir);
+    for i in 0..150 {
+        add(
+            &t.rt,
+            &t.b,
+            t.b_ns,
+            &format!("apple apple apple orchard note {i}"),
+        );
+    }
+    add(
+        &t.rt,
+        &t.a,
+        t.a_ns,
+        "grandma's apple pie recipe uses cinnamon",
+    );
+    let mine =
+        t.rt.search(&t.a, &SearchRequest::new("apple", 5))
+            .expect("search");
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert!(mine[0].memory.text.contains("pie"));
+    assert_eq!(
+        t.rt.search(&t.b, &SearchRequest::new("apple", 5))
+            .expect("search")
+            .len(),
+        5
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -93,8 +93,7 @@ fn new_key() -> Result<ApiKey> {
     let mut b = [0u8; 24];
     getrandom::fill(&mut b)
         .map_err(|e| RuntimeError::Invalid(format!("no randomness available: {e}")))?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(ApiKey(format!("mk_{hex}")))
+    Ok(ApiKey(format!("mk_{}", super::hex(&b))))
 }
 
 impl NamespaceRow {
@@ -343,16 +342,19 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Namespace `id`'s row.
+    /// Namespace `id`'s row (one lookup: this is on every memory load).
     pub(crate) fn namespace_row(&self, id: NamespaceId) -> Result<NamespaceRow> {
-        self.namespace_rows()?
-            .into_iter()
-            .find(|(k, _)| *k == id.0)
-            .map(|(_, r)| r)
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: "cube",
-                id: id.to_string(),
-            })
+        let mut row = None;
+        self.scan(NAMESPACES, Some(id.0), |k, bytes| {
+            if k == id.0 {
+                row = Some(decode(bytes).map_err(|e| corrupt("cube", e))?);
+            }
+            Ok(false)
+        })?;
+        row.ok_or_else(|| RuntimeError::NotFound {
+            what: "cube",
+            id: id.to_string(),
+        })
     }
 
     /// The namespace `owner` calls `name`.

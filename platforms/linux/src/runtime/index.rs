@@ -119,16 +119,28 @@ impl SearchIndex {
         k: usize,
         keep: impl Fn(&DocMeta) -> bool,
     ) -> Vec<(DocMeta, f32)> {
-        // Rank everything once, then filter: filters are cheap and the
-        // governance check after this needs only the top few.
-        let hits: Vec<Hit> = self.index.search(query, params, self.docs.len().max(1));
-        hits.into_iter()
-            .filter_map(|h| {
-                let meta = self.docs.get(h.doc.index())?.as_ref()?;
-                keep(meta).then(|| (meta.clone(), h.score))
-            })
-            .take(k)
-            .collect()
+        // Rank a generous top first; only when the filters leave too few
+        // of them (other users' or cubes' memories ranked higher) rank
+        // everything.
+        let filtered = |depth: usize| -> (Vec<(DocMeta, f32)>, bool) {
+            let hits: Vec<Hit> = self.index.search(query, params, depth);
+            let exhausted = hits.len() < depth;
+            let kept = hits
+                .into_iter()
+                .filter_map(|h| {
+                    let meta = self.docs.get(h.doc.index())?.as_ref()?;
+                    keep(meta).then(|| (meta.clone(), h.score))
+                })
+                .take(k)
+                .collect();
+            (kept, exhausted)
+        };
+        let first = (k * 8).max(64);
+        let (kept, exhausted) = filtered(first);
+        if kept.len() >= k || exhausted {
+            return kept;
+        }
+        filtered(self.docs.len().max(1)).0
     }
 
     /// The most similar memory passing `keep` by int8 cosine, with the

@@ -316,6 +316,11 @@ pub fn now() -> Timestamp {
     Timestamp(ms)
 }
 
+/// Lowercase hex of `bytes` (keys, signatures).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// A fresh random cube id.
 pub(crate) fn random_id() -> Result<CubeId> {
     let mut b = [0u8; 16];

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{Event, append};
 use super::tables::{MEMORIES, MemoryRow, TEXT_HASHES, decode, encode, next};
-use super::{Result, Runtime, RuntimeError, corrupt, now};
+use super::{Result, Runtime, RuntimeError, corrupt, hex, now};
 use crate::vault::cube_key;
 
 const MAGIC: &[u8; 8] = b"MKPACK01";
@@ -65,10 +65,6 @@ pub struct PackReport {
     pub blob_bytes: u64,
     /// The signer's public key (hex), if signed.
     pub signed_by: Option<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn bad(msg: impl Into<String>) -> RuntimeError {
