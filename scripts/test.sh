@@ -16,6 +16,16 @@ cargo build -p memkern-core --target "$THUMB" --features alloc
 cargo build -p memkern-core --target "$THUMB" --features alloc,defmt
 cargo clippy -p memkern-core --target "$THUMB" -- -D warnings
 
+# The Cortex-M firmware is its own crate outside the workspace (it only
+# builds for the MCU); the HIL tests below boot it in QEMU.
+step "Cortex-M firmware (platforms/cortex-m): fmt, clippy, release build"
+(
+  cd platforms/cortex-m
+  cargo fmt --check
+  cargo clippy --release -- -D warnings
+  cargo build --release
+)
+
 # One feature set for every host step, so the heavy dependency graph (burn
 # with flex + wgpu, tract) is checked once and built once: burn's wgpu
 # backend is part of the test build, and the wgpu agreement test runs on the

@@ -12,6 +12,8 @@
 //! - `std`: host conveniences; implies `alloc`.
 //! - `defmt`: `defmt::Format` on public data types for MCU logging.
 //!
+//! [`protocol`] is the framed command protocol the MCU firmware speaks.
+//!
 //! ```ignore
 //! use memkern_core::cube::{self, CubeRef};
 //! # let bytes = memkern_core::cube::example_plaintext_bytes();
@@ -21,6 +23,8 @@
 #![no_std]
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic)]
+// Tests may unwrap: a panic there is a failed test, not a crashed device.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::panic))]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -32,6 +36,7 @@ pub mod governance;
 pub mod heat;
 pub mod ids;
 pub mod lifecycle;
+pub mod protocol;
 pub mod scheduler;
 pub mod search;
 pub mod store;

@@ -32,6 +32,21 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     sum
 }
 
+/// Cosine similarity of two int8 vectors (scales cancel), or `None` when
+/// the lengths differ or either vector is zero. Needs no heap or `std`: the
+/// MCU's dense score.
+pub fn cosine_i8(a: &[i8], b: &[i8]) -> Option<f32> {
+    if a.len() != b.len() {
+        return None;
+    }
+    let aa = f64::from(dot_i8(a, a));
+    let bb = f64::from(dot_i8(b, b));
+    if aa <= 0.0 || bb <= 0.0 {
+        return None;
+    }
+    Some((f64::from(dot_i8(a, b)) / super::math::sqrt(aa * bb)) as f32)
+}
+
 /// Dot product of two f32 vectors (over the shorter length), chunked like
 /// [`dot_i8`] so the compiler vectorises it; the f32 baseline of benches.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -272,6 +287,17 @@ mod index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_ignores_scale_and_rejects_zero() {
+        let a = [10i8, 0, -20, 5];
+        let b = [20i8, 0, -40, 10];
+        assert!((cosine_i8(&a, &b).unwrap() - 1.0).abs() < 1e-6);
+        let c = [0i8, 7, 0, 0];
+        assert_eq!(cosine_i8(&a, &c), Some(0.0));
+        assert_eq!(cosine_i8(&a, &[0; 4]), None);
+        assert_eq!(cosine_i8(&a, &[1; 3]), None);
+    }
 
     #[test]
     fn dot_i8_is_exact_at_every_length() {

@@ -1,8 +1,27 @@
-//! The one transcendental function search needs, without `std` or `libm`.
+//! The two non-arithmetic functions search needs, without `std` or `libm`:
+//! a natural logarithm (BM25) and a square root (cosine on an MCU).
 //!
 //! BM25's inverse document frequency needs a natural logarithm; `core` has
 //! none, and pulling a math crate into the MCU build for one function is not
 //! worth it. Computed in `f64` so the result is exact to `f32` precision.
+
+/// Square root of `x` (`NaN` for negative or NaN input): Newton's method
+/// from an exponent-halving first guess; exact to `f64` rounding for the
+/// magnitudes cosine needs.
+pub(crate) fn sqrt(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 || x.is_infinite() {
+        return x;
+    }
+    // Halving the biased exponent gives a guess within a factor of 2.
+    let mut y = f64::from_bits((x.to_bits() >> 1) + (1023u64 << 51));
+    for _ in 0..6 {
+        y = 0.5 * (y + x / y);
+    }
+    y
+}
 
 /// ln 2.
 const LN_2: f64 = core::f64::consts::LN_2;
@@ -48,7 +67,21 @@ pub(crate) fn ln(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::ln;
+    use super::{ln, sqrt};
+
+    #[test]
+    fn sqrt_matches_std() {
+        for &x in &[1e-300, 1e-12, 0.25, 1.0, 2.0, 3.0, 16_129.0, 1e9, 1.7e308] {
+            let got = sqrt(x);
+            let want = x.sqrt();
+            assert!(
+                (got - want).abs() <= want * 1e-15,
+                "sqrt({x}) = {got}, want {want}"
+            );
+        }
+        assert!(sqrt(-1.0).is_nan());
+        assert_eq!(sqrt(0.0), 0.0);
+    }
 
     #[test]
     fn matches_std() {

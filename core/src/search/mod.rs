@@ -12,6 +12,7 @@
 //! |--------|-------|------|
 //! | [`text`] | no | tokenizer: lowercase, alphanumeric split, stopwords, light stemming, 32-bit term hashes |
 //! | [`bm25`] | index: `alloc` | BM25 scoring; incremental inverted index keyed by [`DocId`] |
+//! | [`df`] | no | [`df::TermStats`]: hashed document frequencies in a fixed table, for BM25 over a streamed flash log (MCU) |
 //! | [`int8`] | index: `alloc` | i8·i8→i32 dot products, quantisation; exact top-k over int8 vectors |
 //! | [`temporal`] | no | civil date math; "yesterday", "last Saturday", "two weeks ago"… resolved to dates; temporal questions |
 //! | [`topk`] | `alloc` | bounded heap of the best k hits |
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod bm25;
+pub mod df;
 #[cfg(feature = "alloc")]
 pub mod fusion;
 #[cfg(feature = "alloc")]

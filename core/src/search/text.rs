@@ -148,7 +148,7 @@ impl Analyzer {
     }
 
     /// The terms of `text` (tokens hashed).
-    pub fn terms<'a>(&self, text: &'a str) -> impl Iterator<Item = Term> + 'a {
+    pub fn terms<'a>(&self, text: &'a str) -> impl Iterator<Item = Term> + Clone + 'a {
         self.tokens(text).map(|t| t.term())
     }
 
@@ -160,6 +160,7 @@ impl Analyzer {
 }
 
 /// Iterator over the tokens of a text; see [`Analyzer::tokens`].
+#[derive(Clone)]
 pub struct Tokens<'a> {
     rest: &'a str,
     analyzer: Analyzer,
