@@ -40,4 +40,15 @@ cargo clippy "${FEATURES[@]}" --all-targets -- -D warnings
 step "tests (models are fetched into the model cache on first use)"
 cargo test "${FEATURES[@]}"
 
+# The Linux runtime on 64-bit ARM, under user-mode QEMU (HIL, part 2).
+step "aarch64: cross-build memkern-linux, run vault/crash/chat tests under qemu-aarch64"
+if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
+  ./scripts/aarch64.sh
+elif [ "${MEMKERN_REQUIRE_QEMU:-}" = 1 ]; then
+  echo "qemu-aarch64-static or aarch64-linux-gnu-gcc missing but MEMKERN_REQUIRE_QEMU=1" >&2
+  exit 1
+else
+  echo "SKIP: install qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross to run them"
+fi
+
 step "all checks passed"

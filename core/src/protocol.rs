@@ -215,6 +215,13 @@ pub struct DeviceStats {
     pub stack_peak: u32,
     /// RAM the firmware is linked for, bytes.
     pub ram_total: u32,
+    /// Core clock ticks (SysTick) the previous request took, from frame
+    /// received to response encoded; under QEMU with `-icount shift=0`
+    /// one tick is [`DeviceStats::tick_hz`]⁻¹ s of virtual time, i.e. a
+    /// fixed number of instructions.
+    pub last_request_ticks: u64,
+    /// SysTick frequency (0 when the device does not measure).
+    pub tick_hz: u32,
 }
 
 /// The device's answer to one [`Request`].

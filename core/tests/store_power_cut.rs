@@ -170,6 +170,15 @@ fn check_recovered<const W: usize, const S: usize, const N: usize, C: CacheImpl<
     })?;
     assert_eq!(listed, actual, "{ctx}: iteration disagrees with get");
     assert_eq!(summary.live as usize, actual.len(), "{ctx}: live count");
+    // The one-pass listing: the newest version of each id is its last
+    // record in log order, and no removed id shows up.
+    let mut newest = Model::new();
+    let records = store.for_each_record(|id, v| {
+        newest.insert(*id, v.to_vec());
+        ControlFlow::Continue(())
+    })?;
+    assert_eq!(newest, actual, "{ctx}: one-pass listing disagrees with get");
+    assert_eq!(records, summary.records, "{ctx}: one-pass record count");
     let stats = store.stats()?;
     assert_eq!(
         stats.records_valid, summary.records,

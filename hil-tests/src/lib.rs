@@ -151,6 +151,12 @@ impl Board {
     /// Boots the firmware on this board; `args` become semihosting
     /// arguments (after the program name).
     pub fn boot(&self, args: &[&str]) -> Result<Session, HilError> {
+        self.boot_with(&[], args)
+    }
+
+    /// [`Board::boot`] with extra QEMU options (e.g. `-icount shift=0`, so
+    /// the firmware's tick counts measure instructions).
+    pub fn boot_with(&self, qemu_args: &[&str], args: &[&str]) -> Result<Session, HilError> {
         let mut semi = String::from("enable=on,target=native,arg=memkern-firmware");
         for a in args {
             semi.push_str(",arg=");
@@ -172,6 +178,7 @@ impl Board {
                 "-kernel",
             ])
             .arg(&self.elf)
+            .args(qemu_args)
             .current_dir(&self.dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -692,6 +692,39 @@ impl<S: NorFlash, const N: usize, C: CacheImpl<CubeId>> FlashStore<S, N, C> {
         self.noted(result)
     }
 
+    /// Calls `f(id, value)` for every valid record in log order (oldest
+    /// first), in **one** read of the log, until `f` breaks; returns the
+    /// number of records passed.
+    ///
+    /// Unlike [`Self::for_each_live`] it does not resolve versions: an id
+    /// stored more than once is visited once per stored version still on
+    /// flash. It exists for callers that never store an id twice (fresh ids
+    /// for every `put`, as the MCU firmware does): for them every record is
+    /// live and this is a complete listing at a quarter of the cost of a
+    /// `for_each_live` that needs two batches, with no scratch table. (The
+    /// partial copy of a compaction cut short by power loss, the one other
+    /// source of a second record, is erased by recovery before any call.)
+    pub fn for_each_record<F>(&mut self, mut f: F) -> Result<u32, StoreError>
+    where
+        F: FnMut(&CubeId, &[u8]) -> ControlFlow<()>,
+    {
+        let result = self.parts().and_then(|(engine, buf)| {
+            block_on(async {
+                let mut iter = engine.fetch_all_items(buf).await?;
+                let mut seen = 0u32;
+                while let Some((id, value)) = iter.next::<&[u8]>(buf).await? {
+                    seen = seen.saturating_add(1);
+                    if f(&id, value).is_break() {
+                        break;
+                    }
+                }
+                Ok(seen)
+            })
+            .map_err(engine_error)
+        });
+        self.noted(result)
+    }
+
     /// Number of live records (see [`Self::for_each_live`] for the cost).
     pub fn count_live(&mut self, scratch: &mut [LiveSlot]) -> Result<u32, StoreError> {
         self.for_each_live(scratch, |_, _| ControlFlow::Continue(()))

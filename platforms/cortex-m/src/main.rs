@@ -18,6 +18,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod fault;
 mod flash;
 mod link;
@@ -82,6 +83,10 @@ fn main() -> ! {
         }
     };
     let tx = TX.take();
+    if let Some(p) = cortex_m::Peripherals::take() {
+        clock::start(p.SYST);
+    }
+    let mut last_ticks = 0u64;
     loop {
         let frame = match link.next_frame() {
             Ok(f) => f,
@@ -94,13 +99,15 @@ fn main() -> ! {
                 semihosting::process::exit(LINK_EXIT)
             }
         };
+        let started = clock::now();
         let encoded = match frame {
             Frame::Overlong => protocol::encode(&Response::Refused(Refusal::Malformed), tx),
             Frame::Data(bytes) => match protocol::decode::<Request<'_>>(bytes) {
-                Ok(req) => protocol::encode(&handle(&mut memories, req), tx),
+                Ok(req) => protocol::encode(&handle(&mut memories, req, last_ticks), tx),
                 Err(_) => protocol::encode(&Response::Refused(Refusal::Malformed), tx),
             },
         };
+        last_ticks = clock::now().saturating_sub(started);
         let sent = match encoded {
             Ok(out) => link.send(out),
             // Every response fits MAX_RESPONSE_FRAME (a core test checks
@@ -118,7 +125,7 @@ fn main() -> ! {
 }
 
 /// Carries out one request.
-fn handle<'m, F>(memories: &'m mut Memories<F>, req: Request<'_>) -> Response<'m>
+fn handle<'m, F>(memories: &'m mut Memories<F>, req: Request<'_>, last_ticks: u64) -> Response<'m>
 where
     F: embedded_storage::nor_flash::NorFlash
         + embedded_storage::nor_flash::MultiwriteNorFlash
@@ -170,7 +177,11 @@ where
             }
         }
         Request::Stats => match memories.stats() {
-            Ok(s) => Response::Stats(s),
+            Ok(s) => Response::Stats(memkern_core::protocol::DeviceStats {
+                last_request_ticks: last_ticks,
+                tick_hz: clock::TICK_HZ,
+                ..s
+            }),
             Err(r) => Response::Refused(r),
         },
     }

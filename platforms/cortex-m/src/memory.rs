@@ -37,18 +37,17 @@ use memkern_core::search::bm25::{Bm25Params, idf, term_score};
 use memkern_core::search::df::TermStats;
 use memkern_core::search::int8::cosine_i8;
 use memkern_core::search::text::{Analyzer, Term};
-use memkern_core::store::{BlockingFlash, FlashStore, LiveSlot, RecoveryReport, StoreError};
+use memkern_core::store::{BlockingFlash, FlashStore, RecoveryReport, StoreError};
 use memkern_core::time::Timestamp;
 
 /// Buckets of the document-frequency table (2 bytes each).
 pub const DF_BUCKETS: usize = 4096;
-/// Ids resolved per pass of the log (20 bytes each); more memories than
-/// this cost extra passes, not RAM.
-pub const SCRATCH: usize = 512;
 /// Flash record buffer: one encoded cube.
 pub const RECORD: usize = 1024;
 /// Distinct query terms scored (the rest are ignored).
 const MAX_QUERY_TERMS: usize = 16;
+/// Terms of one memory counted for BM25 (a 320-byte text has fewer).
+const MAX_DOC_TERMS: usize = 160;
 /// Weight of cosine similarity against BM25 in the fused score.
 const DENSE_WEIGHT: f32 = 4.0;
 
@@ -60,8 +59,6 @@ pub type Store<F> = FlashStore<BlockingFlash<F>, RECORD>;
 pub struct Tables {
     /// BM25 document frequencies.
     pub df: TermStats<DF_BUCKETS>,
-    /// Scratch for `for_each_live`.
-    pub scratch: [LiveSlot; SCRATCH],
     /// Texts of the current best hits.
     pub texts: [String<MAX_TEXT>; MAX_HITS],
 }
@@ -71,7 +68,6 @@ impl Tables {
     pub const fn new() -> Self {
         Tables {
             df: TermStats::new(),
-            scratch: [LiveSlot::EMPTY; SCRATCH],
             texts: [const { String::new() }; MAX_HITS],
         }
     }
@@ -99,6 +95,9 @@ impl Best {
 
     /// The slot to write a new hit's text into, if it enters the top k.
     fn offer(&mut self, score: f32, id: CubeId, owner: UserId, tokens: u32) -> Option<usize> {
+        if self.entries.iter().any(|e| e.1 == id) {
+            return None; // listed twice (see `Memories::rebuild`)
+        }
         if self.entries.len() < self.k {
             let slot = self.entries.len();
             self.entries.push((score, id, owner, tokens, slot)).ok()?;
@@ -215,10 +214,14 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
             foreign,
             ..
         } = self;
-        let Tables { df, scratch, .. } = &mut **tables;
+        let df = &mut tables.df;
         df.clear();
         *count = 0;
-        store.for_each_live(scratch, |id, bytes| {
+        // One pass over every record: this firmware never stores an id
+        // twice (fresh ids per add), so every record on flash is a live
+        // memory (the store's `for_each_record` contract; the HIL power-cut
+        // test checks the count after every cut).
+        store.for_each_record(|id, bytes| {
             let Some(cube) = plaintext(bytes) else {
                 *foreign += 1;
                 return ControlFlow::Continue(());
@@ -409,7 +412,7 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
             params,
             ..
         } = self;
-        let Tables { df, scratch, texts } = &mut **tables;
+        let Tables { df, texts } = &mut **tables;
         let n = df.docs();
         let avg = df.avg_len();
         let mut terms: Vec<(Term, f32), MAX_QUERY_TERMS> = Vec::new();
@@ -424,7 +427,7 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
         let mut best = Best::new(usize::from(q.k));
         let mut scanned = 0u32;
         store
-            .for_each_live(scratch, |id, bytes| {
+            .for_each_record(|id, bytes| {
                 let Some(cube) = plaintext(bytes) else {
                     return ControlFlow::Continue(());
                 };
@@ -437,10 +440,17 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
                 scanned += 1;
                 let mut score = 0.0f32;
                 if !terms.is_empty() {
-                    let doc_len = analyzer.terms(p.text).count() as u32;
-                    for (term, w) in &terms {
-                        let tf = analyzer.terms(p.text).filter(|t| t == term).count() as u32;
-                        score += term_score(*w, tf, doc_len, avg, *params);
+                    // Tokenise once; count each query term's frequency.
+                    let mut tf = [0u32; MAX_QUERY_TERMS];
+                    let mut doc_len = 0u32;
+                    for t in analyzer.terms(p.text).take(MAX_DOC_TERMS) {
+                        doc_len += 1;
+                        if let Some(i) = terms.iter().position(|(u, _)| *u == t) {
+                            tf[i] += 1;
+                        }
+                    }
+                    for ((_, w), &f) in terms.iter().zip(&tf) {
+                        score += term_score(*w, f, doc_len, avg, *params);
                     }
                 }
                 if let (Some(v), Some(e)) = (&q.vector, &p.embedding)
@@ -531,6 +541,8 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
             ram_static: crate::ram::static_bytes(),
             stack_peak: crate::ram::stack_peak(),
             ram_total: crate::ram::total_bytes(),
+            last_request_ticks: 0,
+            tick_hz: 0,
         })
     }
 }

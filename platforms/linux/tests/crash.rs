@@ -17,7 +17,20 @@ const KILLS: usize = 100;
 const LINES: usize = 3000;
 
 fn memkern(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_memkern"));
+    // Under user-mode emulation (the aarch64 cross tests) this process
+    // cannot exec a foreign binary itself: MEMKERN_EXEC_RUNNER names the
+    // emulator to start it with (scripts/aarch64.sh sets it).
+    let exe = env!("CARGO_BIN_EXE_memkern");
+    let runner = std::env::var("MEMKERN_EXEC_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut c = match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     c.args(args)
         .arg("--data-dir")
         .arg(dir)

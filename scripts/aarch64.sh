@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Linux runtime on 64-bit ARM (Raspberry Pi, Jetson), tested under
+# emulation: cross-builds memkern-linux for aarch64-unknown-linux-gnu with
+# Debian's gcc-aarch64-linux-gnu and runs, under qemu-aarch64-static, the
+# vault tests, the SIGKILL crash test and the real-model chat test (memories
+# in, KV block saved, restored on the second ask). CPU backend only: burn's
+# wgpu backend is left out of the ARM build (no Vulkan under user-mode QEMU,
+# and it would double the cross build's time).
+# Needs: apt-get install qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross;
+# rustup target add aarch64-unknown-linux-gnu. The runner and linker are in
+# .cargo/config.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=aarch64-unknown-linux-gnu
+# The crash test starts the `memkern` binary itself; under user-mode QEMU it
+# must go through the emulator (there is no binfmt handler).
+export MEMKERN_EXEC_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+
+SECONDS=0
+cargo build --target "$TARGET" -p memkern-linux --bin memkern --tests
+echo "aarch64 build: ${SECONDS}s"
+SECONDS=0
+cargo run -q --target "$TARGET" -p memkern-linux --bin memkern -- --version
+cargo test --target "$TARGET" -p memkern-linux --test runtime --test crash --test chat \
+  -- --skip chat_over_http
+echo "aarch64 tests under qemu-aarch64: ${SECONDS}s"
