@@ -16,11 +16,12 @@ TARGET=aarch64-unknown-linux-gnu
 # must go through the emulator (there is no binfmt handler).
 export MEMKERN_EXEC_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
+ARGS=(--target "$TARGET" -p memkern-linux --no-default-features
+  --test runtime --test crash --test smoke "$@")
 SECONDS=0
-cargo build --target "$TARGET" -p memkern-linux --bin memkern --tests
+cargo build "${ARGS[@]}" --bin memkern
 echo "aarch64 build: ${SECONDS}s"
 SECONDS=0
-cargo run -q --target "$TARGET" -p memkern-linux --bin memkern -- --version
-cargo test --target "$TARGET" -p memkern-linux --test runtime --test crash --test chat \
-  -- --skip chat_over_http
+cargo run -q --target "$TARGET" -p memkern-linux --no-default-features --bin memkern -- --version
+cargo test "${ARGS[@]}" -- --skip chat_over_http
 echo "aarch64 tests under qemu-aarch64: ${SECONDS}s"

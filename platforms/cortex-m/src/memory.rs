@@ -373,13 +373,12 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
         governance::check(&Principal::user(user), &cube.meta, Operation::Delete, now)
             .into_result()
             .map_err(DeleteError::Denied)?;
-        let text_len = cube.plaintext().map_or(0, |p| p.text.len());
-        // Keep the text to uncount its terms after the durable remove.
+        // Keep the text to uncount its terms after the durable remove
+        // (stored texts are at most MAX_TEXT bytes, checked at add).
         let mut text: String<MAX_TEXT> = String::new();
         if let Some(p) = cube.plaintext() {
             let _ = text.push_str(p.text);
         }
-        debug_assert!(text_len <= MAX_TEXT);
         self.store
             .remove(id)
             .map_err(|e| DeleteError::Refused(refusal(e)))?;
