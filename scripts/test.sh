@@ -41,7 +41,7 @@ step "tests (models are fetched into the model cache on first use)"
 cargo test "${FEATURES[@]}"
 
 # The Linux runtime on 64-bit ARM, under user-mode QEMU (HIL, part 2).
-step "aarch64: cross-build memkern-linux, run vault/crash/chat tests under qemu-aarch64"
+step "aarch64: cross-build memkern-linux, run vault/crash/smoke tests under qemu-aarch64"
 if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
   ./scripts/aarch64.sh
 elif [ "${MEMKERN_REQUIRE_QEMU:-}" = 1 ]; then
