@@ -53,6 +53,15 @@ fn turns() -> Vec<String> {
     out
 }
 
+/// The vector sent with a memory or query (one synthetic embedder).
+fn host_vector(values: &[u8]) -> Vector<'_> {
+    Vector {
+        embedder: Fingerprint([1; 16]),
+        scale: 0.01,
+        values,
+    }
+}
+
 fn stats(s: &mut Session) -> DeviceStats {
     match s
         .call(&Request::Stats)
@@ -90,11 +99,7 @@ fn run(n: usize, with_vectors: bool, texts: &[String]) {
             text,
             public: false,
             at: NOW,
-            vector: with_vectors.then_some(Vector {
-                embedder: Fingerprint([1; 16]),
-                scale: 0.01,
-                values: &vector,
-            }),
+            vector: with_vectors.then(|| host_vector(&vector)),
         };
         match s.call(&req).expect("add").response().expect("decode") {
             Response::Added { .. } => {}
@@ -120,11 +125,7 @@ fn run(n: usize, with_vectors: bool, texts: &[String]) {
         let query = Query {
             user: USER,
             text: q,
-            vector: with_vectors.then_some(Vector {
-                embedder: Fingerprint([1; 16]),
-                scale: 0.01,
-                values: &vector,
-            }),
+            vector: with_vectors.then(|| host_vector(&vector)),
             k: 8,
             now: NOW,
         };

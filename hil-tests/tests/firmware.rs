@@ -56,6 +56,17 @@ fn refusal(s: &mut Session, req: &Request<'_>) -> Refusal {
     }
 }
 
+/// A blank board of `flash` bytes, booted; `None` when QEMU is missing
+/// (the test skips).
+fn fresh(flash: usize) -> Option<(Board, Session)> {
+    if !qemu_or_skip() {
+        return None;
+    }
+    let board = Board::new(flash).unwrap();
+    let session = board.boot(&[]).unwrap();
+    Some((board, session))
+}
+
 fn finish_ok(s: Session) {
     let exit = s.finish(Duration::from_secs(20)).unwrap();
     assert!(
@@ -77,11 +88,9 @@ const FACTS: [&str; 6] = [
 
 #[test]
 fn memories_survive_reboot_and_are_found() {
-    if !qemu_or_skip() {
+    let Some((board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     let ids: Vec<CubeId> = FACTS.iter().map(|f| add(&mut s, ALICE, f, false)).collect();
     assert_eq!(
         search(&mut s, ALICE, "what is my dog called?", 3)[0],
@@ -146,11 +155,9 @@ fn memories_survive_reboot_and_are_found() {
 
 #[test]
 fn vectors_from_the_host_rank_memories_without_shared_words() {
-    if !qemu_or_skip() {
+    let Some((_board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     // Two memories with orthogonal-ish vectors; the query shares no word
     // with either, so only the vector can rank them.
     let mut a = [0u8; 384];
@@ -212,11 +219,9 @@ fn vectors_from_the_host_rank_memories_without_shared_words() {
 
 #[test]
 fn plan_fits_the_context_budget() {
-    if !qemu_or_skip() {
+    let Some((_board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     for fact in FACTS {
         add(&mut s, ALICE, fact, false);
     }
@@ -255,11 +260,9 @@ fn plan_fits_the_context_budget() {
 
 #[test]
 fn governance_keeps_users_apart() {
-    if !qemu_or_skip() {
+    let Some((_board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     let secret = add(&mut s, ALICE, "My bank PIN is 4321", false);
     let public = add(
         &mut s,
@@ -320,11 +323,9 @@ fn governance_keeps_users_apart() {
 
 #[test]
 fn bad_input_gets_a_clear_refusal_and_the_link_survives() {
-    if !qemu_or_skip() {
+    let Some((_board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     // Garbage frame.
     s.send_raw(&[0x05, 0xff, 0xee, 0x13, 0x77, 0x00]).unwrap();
     assert_eq!(
@@ -485,11 +486,9 @@ fn panic_and_hardfault_exit_non_zero_with_a_message() {
 
 #[test]
 fn ram_fits_the_64_kib_budget() {
-    if !qemu_or_skip() {
+    let Some((_board, mut s)) = fresh(64 * 1024) else {
         return;
-    }
-    let board = Board::new(64 * 1024).unwrap();
-    let mut s = board.boot(&[]).unwrap();
+    };
     for fact in FACTS {
         add(&mut s, ALICE, fact, false);
     }

@@ -329,6 +329,27 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
         Ok(id)
     }
 
+    /// Reads `id` into `buf` and checks that `user` may do `op` to it.
+    fn checked<'b>(
+        &mut self,
+        user: UserId,
+        id: &CubeId,
+        op: Operation,
+        now: Timestamp,
+        buf: &'b mut [u8; RECORD],
+    ) -> Result<cube::CubeRef<'b>, DeleteError> {
+        let bytes = self
+            .store
+            .get(id, buf)
+            .map_err(|e| DeleteError::Refused(refusal(e)))?
+            .ok_or(DeleteError::NotFound)?;
+        let cube = plaintext(bytes).ok_or(DeleteError::NotFound)?;
+        governance::check(&Principal::user(user), &cube.meta, op, now)
+            .into_result()
+            .map_err(DeleteError::Denied)?;
+        Ok(cube)
+    }
+
     /// The memory `id`, if `user` may read it (text copied to the first
     /// hit slot).
     pub fn get(
@@ -338,15 +359,7 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
         now: Timestamp,
     ) -> Result<Hit<'_>, DeleteError> {
         let mut buf = [0u8; RECORD];
-        let bytes = self
-            .store
-            .get(id, &mut buf)
-            .map_err(|e| DeleteError::Refused(refusal(e)))?
-            .ok_or(DeleteError::NotFound)?;
-        let cube = plaintext(bytes).ok_or(DeleteError::NotFound)?;
-        governance::check(&Principal::user(user), &cube.meta, Operation::Read, now)
-            .into_result()
-            .map_err(DeleteError::Denied)?;
+        let cube = self.checked(user, id, Operation::Read, now, &mut buf)?;
         let text = &mut self.tables.texts[0];
         text.clear();
         let body = cube.plaintext().map_or("", |p| p.text);
@@ -364,15 +377,7 @@ impl<F: NorFlash + MultiwriteNorFlash + 'static> Memories<F> {
     /// Hard-deletes `id` if `user` owns it.
     pub fn delete(&mut self, user: UserId, id: &CubeId, now: Timestamp) -> Result<(), DeleteError> {
         let mut buf = [0u8; RECORD];
-        let bytes = self
-            .store
-            .get(id, &mut buf)
-            .map_err(|e| DeleteError::Refused(refusal(e)))?
-            .ok_or(DeleteError::NotFound)?;
-        let cube = plaintext(bytes).ok_or(DeleteError::NotFound)?;
-        governance::check(&Principal::user(user), &cube.meta, Operation::Delete, now)
-            .into_result()
-            .map_err(DeleteError::Denied)?;
+        let cube = self.checked(user, id, Operation::Delete, now, &mut buf)?;
         // Keep the text to uncount its terms after the durable remove
         // (stored texts are at most MAX_TEXT bytes, checked at add).
         let mut text: String<MAX_TEXT> = String::new();
