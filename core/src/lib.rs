@@ -32,6 +32,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod cube;
+pub mod distill;
 pub mod governance;
 pub mod heat;
 pub mod ids;

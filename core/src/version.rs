@@ -38,7 +38,8 @@ pub enum VersionError {
 
 /// Metadata for the version after `current`: `version + 1`, linked to
 /// `current` by `previous`, recorded at `now`. Usage, access and tags carry
-/// over; the caller sets the new content.
+/// over; the caller sets the new content. A `Merged` memory's new version
+/// is `Activated`: its new content is in no adapter yet.
 pub fn next_version<S: Clone>(
     current: &Metadata<S>,
     new_id: CubeId,
@@ -59,6 +60,9 @@ pub fn next_version<S: Clone>(
     next.version = version;
     next.previous = Some(current.id);
     next.time.recorded_at = now;
+    if next.lifecycle == LifecycleState::Merged {
+        next.lifecycle = LifecycleState::Activated;
+    }
     Ok(next)
 }
 

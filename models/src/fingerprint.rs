@@ -25,6 +25,22 @@ impl Fingerprint {
         Self(out)
     }
 
+    /// Parses 32 hex digits (as [`Self::to_hex`] writes them); `None` for
+    /// anything else.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            *o = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+
     /// The fingerprint as 32 lowercase hex digits, for logs and file names.
     pub fn to_hex(&self) -> String {
         to_hex(&self.0)

@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod atomic;
 #[cfg(feature = "embed")]
 pub mod embed;
 pub mod fetch;
@@ -79,6 +80,7 @@ pub mod fingerprint;
 pub mod gguf;
 pub mod llama;
 pub mod llm;
+pub mod lora;
 pub mod sampling;
 pub mod session;
 pub mod snapshot;

@@ -6,8 +6,10 @@ use std::ops::Range;
 use memkern_core::cube::{Activation, KvDtype};
 use tracing::debug;
 
+use crate::fingerprint::Fingerprint;
 use crate::llama::{KvCache, LlmError, Logits};
 use crate::llm::Llm;
+use crate::lora::{Adapter, LoraError, applied_fingerprint};
 use crate::sampling::Sampler;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError, prefix_fingerprint};
 use crate::tokenizer::StreamDecoder;
@@ -21,6 +23,10 @@ use crate::tokenizer::StreamDecoder;
 #[derive(Debug)]
 pub struct Session<'m> {
     llm: &'m Llm,
+    adapter: Option<&'m Adapter>,
+    /// The base model's fingerprint, or the adapted model's
+    /// ([`crate::lora::applied_fingerprint`]): what snapshots record.
+    model_fingerprint: Fingerprint,
     cache: KvCache,
     tokens: Vec<u32>,
     logits: Option<Vec<f32>>,
@@ -64,10 +70,40 @@ impl<'m> Session<'m> {
     pub fn new(llm: &'m Llm) -> Self {
         Self {
             llm,
+            adapter: None,
+            model_fingerprint: llm.fingerprint(),
             cache: KvCache::new(llm.config(), llm.device()),
             tokens: Vec::new(),
             logits: None,
         }
+    }
+
+    /// An empty session on `llm` with `adapter` applied beside the base
+    /// weights (parametric memory, per session: other sessions on the same
+    /// model are unaffected).
+    ///
+    /// Refuses an adapter trained on another base model
+    /// ([`LoraError::BaseMismatch`]). Snapshots of this session record the
+    /// adapted model's fingerprint, so they restore only into sessions with
+    /// the same base and adapter.
+    pub fn with_adapter(llm: &'m Llm, adapter: &'m Adapter) -> Result<Self, LoraError> {
+        adapter.check_base(llm.fingerprint(), llm.config())?;
+        let fp = applied_fingerprint(llm.fingerprint(), adapter)?;
+        let mut s = Self::new(llm);
+        s.adapter = Some(adapter);
+        s.model_fingerprint = fp;
+        Ok(s)
+    }
+
+    /// The adapter applied, if any.
+    pub fn adapter(&self) -> Option<&'m Adapter> {
+        self.adapter
+    }
+
+    /// Fingerprint of the model this session computes: the base model's,
+    /// or the base-plus-adapter one.
+    pub fn model_fingerprint(&self) -> Fingerprint {
+        self.model_fingerprint
     }
 
     /// The model this session runs.
@@ -116,10 +152,10 @@ impl<'m> Session<'m> {
     /// Runs `ids` through the model after the cached tokens and returns the
     /// logits for the token that follows them.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32], LlmError> {
-        let out = self
-            .llm
-            .model()
-            .forward(ids, &mut self.cache, Logits::Last)?;
+        let out =
+            self.llm
+                .model()
+                .forward_with(ids, &mut self.cache, Logits::Last, self.adapter)?;
         let logits = out
             .try_into_vec_as::<f32>()
             .map_err(|e| LlmError::Backend(format!("reading logits: {e:?}")))?;
@@ -216,7 +252,7 @@ impl<'m> Session<'m> {
         })?;
         let mut b = SnapshotBuilder::new(
             llm.kv_layout(options.dtype),
-            llm.fingerprint(),
+            self.model_fingerprint,
             llm.tokenizer_fingerprint(),
             prefix_fingerprint(&self.tokens[..range.start]),
             first,
@@ -264,9 +300,9 @@ impl<'m> Session<'m> {
     fn check_restorable(&self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         let llm = self.llm;
         let h = snapshot.header();
-        if h.model != llm.fingerprint() {
+        if h.model != self.model_fingerprint {
             return Err(SnapshotError::ModelMismatch {
-                expected: llm.fingerprint(),
+                expected: self.model_fingerprint,
                 found: h.model,
             });
         }

@@ -14,10 +14,9 @@
 //! sidecar removed first and written last). If the directory is read-only
 //! the export is used from memory and a warning is logged.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -134,32 +133,6 @@ fn read_valid(path: &Path, source: &Source<'_>) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` through a unique temp file, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{base}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    result
-}
-
 fn write_cache(path: &Path, source: &Source<'_>, bytes: &[u8]) -> io::Result<()> {
     let side_path = sidecar_path(path);
     match fs::remove_file(&side_path) {
@@ -167,7 +140,7 @@ fn write_cache(path: &Path, source: &Source<'_>, bytes: &[u8]) -> io::Result<()>
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    write_atomic(path, bytes)?;
+    crate::atomic::write_atomic(path, bytes)?;
     let side = Sidecar {
         format: SIDECAR_FORMAT,
         export_version: EXPORT_VERSION,
@@ -178,7 +151,7 @@ fn write_cache(path: &Path, source: &Source<'_>, bytes: &[u8]) -> io::Result<()>
     };
     // Serialising plain strings and integers cannot fail.
     let json = serde_json::to_vec_pretty(&side).unwrap_or_default();
-    write_atomic(&side_path, &json)?;
+    crate::atomic::write_atomic(&side_path, &json)?;
     remove_other_exports(path);
     Ok(())
 }

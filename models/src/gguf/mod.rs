@@ -32,6 +32,7 @@ mod metadata;
 mod parse;
 pub mod quant;
 mod types;
+pub mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorView};

@@ -13,6 +13,7 @@ use super::config::LlamaConfig;
 use super::error::LlmError;
 use super::quant::{Numerics, QLinear};
 use super::rope::Rope;
+use crate::lora::{Adapter, Target};
 
 /// What every block needs to know about the current forward call.
 struct Pass<'a> {
@@ -24,6 +25,19 @@ struct Pass<'a> {
     mask: Option<&'a Tensor<2>>,
     /// How to round.
     numerics: Numerics,
+    /// A LoRA adapter applied beside the base weights.
+    adapter: Option<&'a Adapter>,
+}
+
+impl Pass<'_> {
+    /// `y` plus the adapter's update of `target` in block `layer` for the
+    /// unrounded input `x` (the low-rank path stays in f32).
+    fn adapt(&self, layer: usize, target: Target, x: &Tensor<2>, y: Tensor<2>) -> Tensor<2> {
+        match self.adapter.and_then(|a| a.delta(layer, target, x.clone())) {
+            Some(d) => y + d,
+            None => y,
+        }
+    }
 }
 
 /// Grouped-query self-attention with RoPE and a KV cache.
@@ -51,7 +65,8 @@ pub struct Attention {
 impl Attention {
     /// Attends `x` (`[seq, hidden]`, positions `pass.start..`) to itself
     /// and to the cached positions before it, storing its keys and values
-    /// in `cache` at layer `layer`.
+    /// in `cache` at layer `layer` (without a cache, `x` is the whole
+    /// sequence from position 0, as training runs it).
     ///
     /// Rounding follows llama.cpp's f16 KV cache: keys and values are
     /// stored as f16, queries are rounded to f16 for `QKᵀ`, and the
@@ -60,7 +75,7 @@ impl Attention {
         &self,
         x: Tensor<2>,
         pass: &Pass<'_>,
-        cache: &mut KvCache,
+        cache: Option<&mut KvCache>,
         layer: usize,
     ) -> Tensor<2> {
         let (rope, start, mask, nx) = (pass.rope, pass.start, pass.mask, pass.numerics);
@@ -68,13 +83,19 @@ impl Attention {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
-        let x = nx.quantize(x);
-        let q = nx.round_f16(rope.apply(split(self.q.forward_quantized(&x), h), start));
-        let k = nx.round_f16(rope.apply(split(self.k.forward_quantized(&x), kvh), start));
-        let v = nx.round_f16(split(self.v.forward_quantized(&x), kvh));
-        cache.write(layer, start, k.clone(), v.clone());
+        let xq = nx.quantize(x.clone());
+        let proj = |lin: &QLinear, t: Target| pass.adapt(layer, t, &x, lin.forward_quantized(&xq));
+        let q = nx.round_f16(rope.apply(split(proj(&self.q, Target::Q), h), start));
+        let k = nx.round_f16(rope.apply(split(proj(&self.k, Target::K), kvh), start));
+        let v = nx.round_f16(split(proj(&self.v, Target::V), kvh));
         let total = start + seq;
-        let (k, v) = cache.read(layer, total).unwrap_or((k, v));
+        let (k, v) = match cache {
+            Some(cache) => {
+                cache.write(layer, start, k.clone(), v.clone());
+                cache.read(layer, total).unwrap_or((k, v))
+            }
+            None => (k, v),
+        };
         let scale = 1.0 / (d as f32).sqrt();
         // Query head i reads KV head i / group: fold each group of query
         // heads into the rows of its KV head, [kvh, group·seq, d].
@@ -89,8 +110,8 @@ impl Attention {
         };
         let p = nx.round_f16(softmax(scores, 2));
         let out = p.matmul(v).reshape([h, seq, d]);
-        self.o
-            .forward(out.swap_dims(0, 1).reshape([seq, hidden]), nx)
+        let out = out.swap_dims(0, 1).reshape([seq, hidden]);
+        pass.adapt(layer, Target::O, &out, self.o.forward(out.clone(), nx))
     }
 }
 
@@ -106,10 +127,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<2>, nx: Numerics) -> Tensor<2> {
-        let x = nx.quantize(x);
-        let g = silu(self.gate.forward_quantized(&x));
-        self.down.forward(g * self.up.forward_quantized(&x), nx)
+    fn forward(&self, x: Tensor<2>, pass: &Pass<'_>, layer: usize) -> Tensor<2> {
+        let nx = pass.numerics;
+        let xq = nx.quantize(x.clone());
+        let g = silu(pass.adapt(layer, Target::Gate, &x, self.gate.forward_quantized(&xq)));
+        let h = g * pass.adapt(layer, Target::Up, &x, self.up.forward_quantized(&xq));
+        pass.adapt(layer, Target::Down, &h, self.down.forward(h.clone(), nx))
     }
 }
 
@@ -131,12 +154,12 @@ impl Block {
         &self,
         x: Tensor<2>,
         pass: &Pass<'_>,
-        cache: &mut KvCache,
+        cache: Option<&mut KvCache>,
         layer: usize,
     ) -> Tensor<2> {
         let normed = self.attn_norm.forward(x.clone());
         let h = x + self.attn.forward(normed, pass, cache, layer);
-        h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass.numerics)
+        h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass, layer)
     }
 }
 
@@ -191,24 +214,97 @@ impl Llama {
         cache: &mut KvCache,
         logits: Logits,
     ) -> Result<Tensor<2>, LlmError> {
+        self.forward_with(tokens, cache, logits, None)
+    }
+
+    /// [`Self::forward`] with a LoRA adapter applied beside the base
+    /// weights (`y = Wx + (α/r)·B(Ax)` on every adapted projection). The
+    /// caller checks that the adapter belongs to this model
+    /// ([`Adapter::check_base`]); the cache then holds the adapted model's
+    /// keys and values.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        adapter: Option<&Adapter>,
+    ) -> Result<Tensor<2>, LlmError> {
+        let start = cache.len();
+        let total = self.check_input(tokens, start)?;
+        cache.reserve(total)?;
         let seq = tokens.len();
-        if seq == 0 {
+        let x = self.hidden(tokens, start, Some(cache), adapter, self.numerics);
+        cache.set_len(total);
+        let x = match logits {
+            Logits::Last if seq > 1 => x.slice([seq - 1..seq, 0..self.config.hidden]),
+            _ => x,
+        };
+        Ok(self.head(x, self.numerics))
+    }
+
+    /// Logits (`[rows.len(), vocab]`) after the tokens at positions `rows`
+    /// of `tokens`, run from position 0 without a KV cache, rounding as
+    /// `numerics` says.
+    ///
+    /// Exists for training and evaluation: with a trainable adapter the
+    /// result is tracked by autodiff, and only the rows a loss needs go
+    /// through the LM head (the largest matmul).
+    pub fn logits_at(
+        &self,
+        tokens: &[u32],
+        rows: &[usize],
+        adapter: Option<&Adapter>,
+        numerics: Numerics,
+    ) -> Result<Tensor<2>, LlmError> {
+        self.check_input(tokens, 0)?;
+        if let Some(&r) = rows.iter().find(|&&r| r >= tokens.len()) {
+            return Err(LlmError::BadRange {
+                start: r,
+                end: r + 1,
+                len: tokens.len(),
+            });
+        }
+        if rows.is_empty() {
+            return Err(LlmError::EmptyInput);
+        }
+        let x = self.hidden(tokens, 0, None, adapter, numerics);
+        let device = self.token_embd.device();
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        Ok(self.head(x.select(0, idx), numerics))
+    }
+
+    /// Validates `tokens` at positions `start..` and returns the end
+    /// position.
+    fn check_input(&self, tokens: &[u32], start: usize) -> Result<usize, LlmError> {
+        if tokens.is_empty() {
             return Err(LlmError::EmptyInput);
         }
         let vocab = self.config.vocab;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(LlmError::TokenOutOfVocab { id, vocab });
         }
-        let start = cache.len();
-        let total = start + seq;
+        let total = start + tokens.len();
         if total > self.rope.positions() {
             return Err(LlmError::ContextOverflow {
                 needed: total,
                 context: self.rope.positions(),
             });
         }
-        cache.reserve(total)?;
+        Ok(total)
+    }
 
+    /// The last block's output for `tokens` at positions `start..`
+    /// (`[seq, hidden]`), writing keys and values to `cache` if given.
+    fn hidden(
+        &self,
+        tokens: &[u32],
+        start: usize,
+        mut cache: Option<&mut KvCache>,
+        adapter: Option<&Adapter>,
+        numerics: Numerics,
+    ) -> Tensor<2> {
+        let seq = tokens.len();
         let device = self.token_embd.device();
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &device);
@@ -218,22 +314,21 @@ impl Llama {
             rope: &self.rope,
             start,
             mask: mask.as_ref(),
-            numerics: self.numerics,
+            numerics,
+            adapter,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, &pass, cache, layer);
+            x = block.forward(x, &pass, cache.as_deref_mut(), layer);
         }
-        cache.set_len(total);
+        x
+    }
 
-        let x = match logits {
-            Logits::Last if seq > 1 => x.slice([seq - 1..seq, 0..self.config.hidden]),
-            _ => x,
-        };
-        // The LM head is a Q8_0 matrix in llama.cpp: its input is
-        // quantised to Q8_0 blocks like any other matmul input.
-        let (x, _) = self.numerics.quantize(self.norm.forward(x));
+    /// Final norm and LM head. The LM head is a Q8_0 matrix in llama.cpp:
+    /// its input is quantised to Q8_0 blocks like any other matmul input.
+    fn head(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
+        let (x, _) = numerics.quantize(self.norm.forward(x));
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
-        Ok(x.matmul(head.transpose()))
+        x.matmul(head.transpose())
     }
 }
 

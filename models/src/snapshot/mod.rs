@@ -35,8 +35,7 @@
 mod error;
 mod format;
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use memkern_core::cube::{Activation, BlobRef, KvDtype, KvLayout};
@@ -119,31 +118,7 @@ impl Snapshot {
             path: path.to_owned(),
             source,
         };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => std::env::current_dir().map_err(io)?,
-        };
-        let name = path
-            .file_name()
-            .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&self.bytes)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, path)?;
-            // Persist the rename itself; directories cannot be opened for
-            // sync on every platform, so a failure here is not fatal.
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        crate::atomic::write_atomic(path, &self.bytes).map_err(io)
     }
 
     /// The decoded header.

@@ -281,6 +281,38 @@ pub struct ChatArgs {
     pub model: super::ModelArgs,
 }
 
+/// Arguments of `memkern distill`.
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    /// The vault.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// Whose memories (default: the --as user; the administrator may name
+    /// anyone).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only memories of this cube of the user.
+    #[arg(long, value_name = "CUBE")]
+    pub cube: Option<String>,
+    /// Optimizer steps (default: [parametric] steps in memkern.toml).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub steps: Option<u32>,
+    /// LoRA rank (default: [parametric] rank).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub rank: Option<u16>,
+    /// Continue an interrupted run of the same memories from its
+    /// checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Also write the adapter in llama.cpp's GGUF LoRA format to this file
+    /// (`llama-cli -m BASE.gguf --lora FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub export_gguf: Option<PathBuf>,
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+}
+
 /// Arguments of `memkern stats`.
 #[derive(Args, Debug)]
 pub struct StatsArgs {

@@ -70,6 +70,9 @@ pub enum Command {
     /// Model files: fetch them into the cache ahead of use.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Parametric memory: distil a user's stable memories into a LoRA
+    /// adapter (trained on this device; used by `chat`).
+    Distill(DistillArgs),
     /// Serve the runtime's HTTP API (loopback by default) until SIGINT or
     /// SIGTERM.
     Serve(ServeArgs),

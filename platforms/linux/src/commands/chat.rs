@@ -100,10 +100,25 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
 
 /// `memkern stats`.
 pub fn stats(args: &StatsArgs) -> Result<()> {
-    let (rt, _) = open(&args.vault)?;
+    let (rt, who) = open(&args.vault)?;
     let s = rt.stats()?;
+    // Parametric adapters the caller may see: their own, or everyone's
+    // for the administrator.
+    let mut adapters = Vec::new();
+    for u in rt.users(&who)? {
+        if let Some(a) = rt.adapter_info(&who, u.id)? {
+            adapters.push((u.name, a));
+        }
+    }
     if args.vault.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        v["parametric"] = serde_json::to_value(
+            adapters
+                .iter()
+                .map(|(name, a)| serde_json::json!({ "user": name, "adapter": a }))
+                .collect::<Vec<_>>(),
+        )?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let c: ChatStats = s.chat;
@@ -128,6 +143,27 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         mib(s.database_bytes),
         s.audit_entries
     );
+    for (name, a) in &adapters {
+        let state = match (&a.cube, &a.stale) {
+            (Some(c), _) => format!("cube {c}"),
+            (None, Some(why)) => format!("dropped: {why}"),
+            (None, None) => "dropped".to_owned(),
+        };
+        println!(
+            "adapter of {name}: {:.1} KiB, {} s old, covers {} memories, rank {}, {} pairs, {} steps, loss {:.3} -> {:.3}; {state}",
+            a.bytes as f64 / 1024.0,
+            a.age_seconds,
+            a.covers.len(),
+            a.rank,
+            a.pairs,
+            a.steps,
+            a.loss_first,
+            a.loss_last
+        );
+        for m in &a.covers {
+            println!("  covers {m}");
+        }
+    }
     let turns_with = c.snapshot_hits + c.snapshot_misses;
     println!(
         "chat turns {}; snapshot hit rate {}; TTFT warm {} / cold {}",

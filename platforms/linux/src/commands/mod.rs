@@ -4,6 +4,7 @@
 //! context); the work itself is in the `memkern_linux` library.
 
 mod chat;
+mod distill;
 #[cfg(feature = "embed")]
 mod embed;
 mod eval;
@@ -43,6 +44,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Audit(args) => memory::audit(&args),
         Command::Chat(args) => chat::chat(&args),
         Command::Stats(args) => chat::stats(&args),
+        Command::Distill(args) => distill::distill(&args),
         Command::Serve(args) => chat::serve(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Demo(args) => chat::demo(&args),

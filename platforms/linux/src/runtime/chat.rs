@@ -23,9 +23,10 @@ use std::time::Instant;
 
 use memkern_core::cube::{self, KvDtype, MAX_PARENTS, Metadata, Payload, SourceKind};
 use memkern_core::governance::Principal;
-use memkern_core::ids::{BlobDigest, CubeId, NamespaceId};
+use memkern_core::ids::{BlobDigest, CubeId, NamespaceId, UserId};
 use memkern_core::scheduler::{self, Candidate, Kind, Location, RELEVANCE_ONE};
-use memkern_models::{Llm, Sampler, SamplingConfig, Snapshot, SnapshotOptions};
+use memkern_models::lora::Adapter;
+use memkern_models::{Llm, Sampler, SamplingConfig, Session, Snapshot, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -133,6 +134,8 @@ pub struct ChatResponse {
     pub promoted: usize,
     /// Snapshots deleted by the scheduler.
     pub evicted: usize,
+    /// The user's parametric adapter (Parametric cube) applied, if any.
+    pub adapter: Option<String>,
 }
 
 /// Counters for `memkern stats` (persisted in the vault).
@@ -170,6 +173,8 @@ struct State {
     /// Snapshot cube → the loaded snapshot (the RAM tier).
     resident: HashMap<CubeId, Arc<Snapshot>>,
     stats: ChatStats,
+    /// Loaded parametric adapters: user → (Parametric cube, adapter).
+    adapters: HashMap<UserId, (CubeId, Arc<Adapter>)>,
 }
 
 /// The assistant: a runtime plus the LLM, answering one turn at a time.
@@ -302,6 +307,7 @@ impl Assistant {
                 blocks,
                 resident: HashMap::new(),
                 stats,
+                adapters: HashMap::new(),
             }),
         })
     }
@@ -405,6 +411,10 @@ impl Assistant {
 
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
+        let adapter = self.adapter_of(state, who.user);
+        // KV blocks belong to one model: a turn with the user's adapter
+        // neither restores base-model blocks nor saves adapted ones.
+        let snapshots = req.snapshots && adapter.is_none();
         let tok = state.llm.tokenizer();
         let header = tok.encode(SYSTEM_HEADER).map_err(llm_err)?;
         let mut tail = tok
@@ -431,11 +441,10 @@ impl Assistant {
         let block = state
             .blocks
             .iter()
-            .filter(|b| req.snapshots && b.members.iter().all(|m| lines.contains_key(m)))
+            .filter(|b| snapshots && b.members.iter().all(|m| lines.contains_key(m)))
             .max_by_key(|b| b.members.len())
             .cloned();
-        let mut candidates =
-            self.candidates(state, &hits, &lines, block.as_ref(), req.snapshots, now);
+        let mut candidates = self.candidates(state, &hits, &lines, block.as_ref(), snapshots, now);
         let mut b = budgets.budgets();
         let in_play = block.as_ref().map_or(0, |b| b.bytes);
         let stored: u64 = state.blocks.iter().map(|b| b.bytes).sum();
@@ -457,7 +466,10 @@ impl Assistant {
         let prompt = prompt_order(block.as_ref(), &plan, &hits);
 
         // Restore the block's kept prefix, prefill the rest, generate.
-        let mut session = state.llm.session();
+        let mut session = match &adapter {
+            Some((_, a)) => Session::with_adapter(&state.llm, a).map_err(llm_err)?,
+            None => state.llm.session(),
+        };
         let mut restored = None;
         if let Some((b, keep)) = &prompt.restore {
             match load_snapshot(&self.rt, &state.resident, b).and_then(|snap| {
@@ -521,6 +533,7 @@ impl Assistant {
         });
         let mut promoted = 0;
         if !plan.promote.is_empty()
+            && snapshots
             && !covered
             && !used.is_empty()
             && prompt.order.len() <= MAX_PARENTS
@@ -567,7 +580,50 @@ impl Assistant {
             restored_tokens,
             promoted,
             evicted,
+            adapter: adapter.map(|(c, _)| c.to_string()),
         })
+    }
+
+    /// `user`'s live adapter (cached by Parametric cube; reloaded when the
+    /// user's adapter changed, forgotten when it was dropped). An adapter
+    /// that fails its checks is skipped with a warning: the turn goes on
+    /// with the base model.
+    fn adapter_of(&self, state: &mut State, user: UserId) -> Option<(CubeId, Arc<Adapter>)> {
+        if !self.rt.config().parametric.use_in_chat {
+            return None;
+        }
+        let current = match self.rt.adapter_cube(user) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot read user {}'s adapter: {e}", user.0);
+                None
+            }
+        };
+        let Some(cube) = current else {
+            state.adapters.remove(&user);
+            return None;
+        };
+        if let Some((c, a)) = state.adapters.get(&user)
+            && *c == cube
+        {
+            return Some((cube, a.clone()));
+        }
+        match self.rt.user_adapter(user, &state.llm) {
+            Ok(Some((c, a))) => {
+                let a = Arc::new(a);
+                state.adapters.insert(user, (c, a.clone()));
+                Some((c, a))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "user {}'s adapter is unusable, answering without it: {e}",
+                    user.0
+                );
+                state.adapters.remove(&user);
+                None
+            }
+        }
     }
 
     /// The scheduler's candidates: every hit as text; members of `block`

@@ -26,6 +26,58 @@ pub struct Config {
     pub server: ServerConfig,
     /// Pack signing and verification.
     pub packs: PackConfig,
+    /// Parametric memory: distilling memories into LoRA adapters.
+    pub parametric: ParametricConfig,
+}
+
+/// Parametric memory: which memories are distilled into a user's LoRA
+/// adapter and how it is trained (`memkern distill`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParametricConfig {
+    /// Apply the user's adapter in `chat`.
+    pub use_in_chat: bool,
+    /// A memory must be unchanged for this many seconds to be distilled
+    /// (0: any memory).
+    pub min_age_secs: u64,
+    /// Heat, in recent uses, a memory needs (0: also never-used ones).
+    pub min_uses: f32,
+    /// Most memories in one adapter.
+    pub max_memories: u16,
+    /// Most training tokens (prompt + answer, all pairs).
+    pub max_tokens: u32,
+    /// LoRA rank.
+    pub rank: u16,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    pub alpha: f32,
+    /// Adapt the MLP projections too (attention q, k, v, o always).
+    pub mlp: bool,
+    /// Optimizer steps.
+    pub steps: u32,
+    /// Examples per step.
+    pub batch: u16,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+}
+
+impl Default for ParametricConfig {
+    /// Rank 8 on q, k, v, o, 120 steps of 8 examples at 3e-3 (the
+    /// settings `benches/RESULTS.md` measures), up to 64 memories.
+    fn default() -> Self {
+        ParametricConfig {
+            use_in_chat: true,
+            min_age_secs: 0,
+            min_uses: 0.0,
+            max_memories: 64,
+            max_tokens: 65_536,
+            rank: 8,
+            alpha: 16.0,
+            mlp: false,
+            steps: 120,
+            batch: 8,
+            learning_rate: 3e-3,
+        }
+    }
 }
 
 /// Pack signing and verification.

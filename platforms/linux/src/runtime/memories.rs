@@ -66,7 +66,8 @@ impl Serialize for MemoryId {
 }
 
 impl MemoryId {
-    fn key(&self) -> u128 {
+    /// The memory's key in the `memories` table.
+    pub(crate) fn key(&self) -> u128 {
         cube_key(&self.0)
     }
 }
@@ -414,6 +415,8 @@ impl Runtime {
             SourceKind::DialogueTurn,
         );
         meta.tags = tags;
+        // Indexed and served from this commit on.
+        meta.lifecycle = LifecycleState::Activated;
         meta.expires_at = req
             .ttl_ms
             .map(|t| now.saturating_add_millis(i64::try_from(t).unwrap_or(i64::MAX)));
@@ -662,17 +665,21 @@ impl Runtime {
                 .database()
                 .begin_write()
                 .map_err(|e| vault.db_error(e))?;
-            (|| {
+            let dropped = (|| {
                 remove_text_key(&txn, &old_key, m.id)?;
                 let mut cubes = txn.open_table(CUBES)?;
                 for (c, _) in &stale {
                     cubes.remove(cube_key(c))?;
                 }
-                Ok::<_, redb::Error>(())
+                drop(cubes);
+                // An adapter that learnt the old text would keep answering
+                // it: it is dropped like the old version's snapshots.
+                let keys = HashSet::from([m.id.key()]);
+                super::parametric::drop_covering(&txn, &keys, "a covered memory changed")
             })()
             .map_err(|e| vault.db_error(e))?;
             txn.commit().map_err(|e| vault.db_error(e))?;
-            for b in stale.iter().filter_map(|(_, b)| b.as_ref()) {
+            for b in stale.iter().filter_map(|(_, b)| b.as_ref()).chain(&dropped) {
                 vault.remove_blob_if_unreferenced(b)?;
             }
         }
@@ -820,16 +827,21 @@ impl Runtime {
         // Snapshots and adapters derived from any version go too.
         let vault = self.vault();
         let derived = derived_from(&vault, &versions)?;
+        let keys: HashSet<u128> = memories.iter().map(|m| m.id.key()).collect();
         let txn = vault
             .database()
             .begin_write()
             .map_err(|e| vault.db_error(e))?;
-        (|| {
+        let dropped = (|| {
             let mut cubes = txn.open_table(CUBES)?;
             for v in versions.iter().chain(derived.iter().map(|(c, _)| c)) {
                 cubes.remove(cube_key(v))?;
             }
             drop(cubes);
+            // Deletion wins over memorisation: adapters that learnt any of
+            // these memories go in the same transaction.
+            let dropped =
+                super::parametric::drop_covering(&txn, &keys, "a covered memory was deleted")?;
             let mut rows = txn.open_table(MEMORIES)?;
             for m in memories {
                 rows.remove(m.id.key())?;
@@ -838,14 +850,17 @@ impl Runtime {
             for m in memories {
                 remove_text_key(&txn, &m.row.text_key, m.id)?;
             }
-            append(&txn, events)
+            append(&txn, events)?;
+            Ok::<_, redb::Error>(dropped)
         })()
         .map_err(|e| vault.db_error(e))?;
         txn.commit().map_err(|e| vault.db_error(e))?;
-        for (_, blob) in &derived {
-            if let Some(b) = blob {
-                vault.remove_blob_if_unreferenced(b)?;
-            }
+        for b in derived
+            .iter()
+            .filter_map(|(_, b)| b.as_ref())
+            .chain(&dropped)
+        {
+            vault.remove_blob_if_unreferenced(b)?;
         }
         drop(vault);
         let mut index = self.index_mut();

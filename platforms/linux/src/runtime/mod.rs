@@ -20,6 +20,7 @@ mod index;
 pub mod input;
 pub mod memories;
 pub mod pack;
+pub mod parametric;
 pub mod redact;
 pub mod stats;
 mod tables;
@@ -42,6 +43,7 @@ pub use config::Config;
 pub use memories::{
     AddOutcome, AddRequest, DeleteReport, MemoryId, MemoryView, SearchHit, SearchRequest,
 };
+pub use parametric::{AdapterInfo, DistillProgress, DistillReport, DistillRequest};
 pub use stats::VaultStats;
 
 use index::SearchIndex;

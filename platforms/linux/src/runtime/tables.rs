@@ -28,6 +28,8 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 pub(crate) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 /// Counter name → next value (user ids, namespace ids, audit sequence).
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Per user: their parametric adapter and the memories it covers.
+pub(crate) const ADAPTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("adapters");
 
 /// A user account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +81,32 @@ pub(crate) struct AuditRow {
 }
 
 /// Takes the next value of `counter` (starting at `first`).
+/// A user's parametric adapter: the Parametric cube (none once dropped),
+/// the memories it was distilled from, and how the run went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AdapterRow {
+    /// The Parametric cube; `None` after a covered memory changed or was
+    /// deleted (the adapter was dropped: deletion wins over memorisation).
+    pub cube: Option<[u8; 16]>,
+    /// SHA-256 of the adapter blob.
+    pub digest: [u8; 32],
+    /// Size of the adapter blob.
+    pub bytes: u64,
+    /// When it was distilled (ms since the epoch).
+    pub created_ms: i64,
+    /// Memory keys it covers (their lifecycle is `Merged` while it lives).
+    pub covers: Vec<u128>,
+    /// Why it was dropped, if it was.
+    pub stale: Option<String>,
+    /// Training pairs, steps, first and last batch loss.
+    pub pairs: u32,
+    pub steps: u32,
+    pub loss_first: f32,
+    pub loss_last: f32,
+    /// LoRA rank.
+    pub rank: u16,
+}
+
 pub(crate) fn next(txn: &WriteTransaction, counter: &str, first: u64) -> Result<u64, redb::Error> {
     let mut t = txn.open_table(COUNTERS)?;
     let n = t.get(counter)?.map_or(first, |v| v.value());
@@ -128,5 +156,6 @@ pub(crate) fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<
     copy_table(src, dst, AUDIT)?;
     copy_table(src, dst, COUNTERS)?;
     copy_table(src, dst, STATS)?;
+    copy_table(src, dst, ADAPTERS)?;
     Ok(())
 }

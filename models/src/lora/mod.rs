@@ -1,0 +1,86 @@
+//! Parametric memory: LoRA adapters beside the quantised base model,
+//! trained on the device from plaintext memories.
+//!
+//! - [`Adapter`]: low-rank `A`/`B` pairs on the attention (q, k, v, o) and
+//!   optionally MLP (gate, up, down) projections, applied as a separate
+//!   path `y = Wx + (α/r)·B(Ax)` so the base weights stay quantised and
+//!   shared; a [`crate::Session`] takes one per conversation
+//!   ([`crate::Session::with_adapter`]). [`Adapter::merge_into`] folds one
+//!   into the weights when a single adapter is used alone.
+//! - Files: safetensors with llama.cpp's tensor names (what memkern
+//!   stores, with the base model's fingerprint in the metadata) and
+//!   llama.cpp's GGUF LoRA format ([`Adapter::to_gguf`]).
+//! - [`Trainer`]: burn autodiff through the frozen base model (its weights
+//!   are plain tensors, constants to autodiff), Adam from `burn-optim`,
+//!   loss on answer tokens only; checkpoint and resume.
+//! - [`pairs`]: question/answer templates that turn a first-person fact
+//!   into training pairs without an LLM.
+//!
+//! burn 0.22 ships its own `Module::apply_lora`, a reparameterisation that
+//! computes `W + scale·AB` as the effective weight on every forward: that
+//! materialises a dense matrix per projection per call and would also
+//! adapt every 2-D parameter (the embedding, the Q4_1 minimums). The
+//! explicit low-rank path here adds `2·r·(in + out)` multiply-adds per
+//! token instead and touches only the chosen projections.
+
+mod adapter;
+mod error;
+mod file;
+pub mod pairs;
+mod train;
+
+pub use adapter::{Adapter, LayerLora, LoraConfig, LoraPair, Target};
+pub use error::LoraError;
+pub use file::{FORMAT, MAX_FILE, VERSION};
+pub use train::{Example, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
+
+use sha2::{Digest, Sha256};
+
+use crate::fingerprint::{Fingerprint, update_framed};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Fingerprint of the model a session computes with `adapter` applied to
+/// the base model `base`: a hash of the base fingerprint and the
+/// adapter's content ([`Adapter::content_fingerprint`]). KV snapshots
+/// taken with the adapter record it, so they never restore into the bare
+/// base model or under another adapter.
+pub fn applied_fingerprint(base: Fingerprint, adapter: &Adapter) -> Result<Fingerprint, LoraError> {
+    let mut h = Sha256::new();
+    update_framed(&mut h, b"memkern base+lora v1");
+    update_framed(&mut h, &base.0);
+    update_framed(&mut h, &adapter.content_fingerprint()?.0);
+    Ok(Fingerprint::from_sha256(h))
+}
+
+/// The system prompt `memkern chat` opens with; retrieved memories follow
+/// as `- text` lines. Adapters are trained on this layout with no memory
+/// lines (closed book), so the knowledge they hold is asked for the way
+/// chat asks.
+pub const CHAT_SYSTEM: &str = "You are a helpful assistant running on the user's own device. \
+Answer in one short sentence, using these memories about the user when they are relevant:\n";
+
+/// Token ids of a closed-book chat turn asking `question`: the system
+/// prompt without memory lines, the user's message and the assistant
+/// header — exactly what `memkern chat` prefills when no memory is
+/// retrieved.
+pub fn chat_prompt(tok: &Tokenizer, question: &str) -> Result<Vec<u32>, TokenizerError> {
+    let mut ids = tok.encode(&format!("<|im_start|>system\n{CHAT_SYSTEM}"))?;
+    ids.extend(tok.encode("<|im_end|>\n<|im_start|>user\n")?);
+    ids.extend(tok.encode_literal(question)?);
+    ids.extend(tok.encode("<|im_end|>\n<|im_start|>assistant\n")?);
+    Ok(ids)
+}
+
+/// A training example from a question/answer pair in the chat layout of
+/// [`chat_prompt`]; the answer ends with `<|im_end|>` so the adapted
+/// model also learns to stop.
+pub fn chat_example(tok: &Tokenizer, pair: &pairs::Pair) -> Result<Example, LoraError> {
+    let prompt = chat_prompt(tok, &pair.question).map_err(tokenizer_err)?;
+    let mut answer = tok.encode_literal(&pair.answer).map_err(tokenizer_err)?;
+    answer.extend(tok.encode("<|im_end|>").map_err(tokenizer_err)?);
+    Example::new(prompt, &answer)
+}
+
+fn tokenizer_err(e: TokenizerError) -> LoraError {
+    LoraError::Llm(crate::llama::LlmError::Tokenizer(e))
+}

@@ -1,0 +1,81 @@
+//! `memkern distill`: parametric memory from the shell.
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use memkern_linux::runtime::DistillRequest;
+
+use super::llm::load_llm;
+use super::memory::open;
+use crate::cli::DistillArgs;
+
+/// Distils the user's eligible memories into their adapter, with a
+/// progress bar showing the loss; prints what was distilled.
+pub fn distill(args: &DistillArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let user = match (&args.user, &args.vault.as_user) {
+        (Some(name), _) => rt.user(name)?.id,
+        (None, Some(_)) => who.user,
+        (None, None) => bail!("whose memories? give --user USER (or --as USER)"),
+    };
+    let namespace = match &args.cube {
+        Some(c) => Some(rt.namespace_named(user, c)?.id),
+        None => None,
+    };
+    let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+    let req = DistillRequest {
+        namespace,
+        steps: args.steps,
+        rank: args.rank,
+        resume: args.resume,
+    };
+    let bar = ProgressBar::new(u64::from(
+        args.steps.unwrap_or(rt.config().parametric.steps),
+    ));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "distilling {bar:30} {pos}/{len} steps, loss {msg} [{elapsed} < {eta}]",
+        )
+        .context("progress template")?,
+    );
+    let report = rt.distill(&who, user, &llm, &req, |p| {
+        bar.set_length(p.steps as u64);
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("{:.3}", p.loss));
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    if let Some(path) = &args.export_gguf {
+        let (_, adapter) = rt
+            .user_adapter(user, &llm)?
+            .context("the adapter just distilled is gone")?;
+        let bytes = adapter
+            .to_gguf(llm.config(), "llama")
+            .context("GGUF export")?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.vault.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "adapter {}: {} memories ({} not chosen), {} pairs, {} steps{} in {:.1} s; loss {:.3} -> {:.3}; {} KiB",
+        report.adapter,
+        report.memories.len(),
+        report.skipped,
+        report.pairs,
+        report.steps,
+        if report.resumed {
+            format!(" (resumed, {} run now)", report.steps_run)
+        } else {
+            String::new()
+        },
+        report.train_seconds,
+        report.loss_first,
+        report.loss_last,
+        report.bytes / 1024
+    );
+    for m in &report.memories {
+        println!("  merged {m}");
+    }
+    Ok(())
+}
