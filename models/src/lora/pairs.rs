@@ -65,6 +65,12 @@ pub fn second_person(text: &str) -> String {
     out.join(" ")
 }
 
+/// [`second_person`] without capitalising the first word.
+fn swap_words(text: &str) -> String {
+    let swapped = second_person(&format!("_ {text}"));
+    swapped.strip_prefix("_ ").unwrap_or(&swapped).to_owned()
+}
+
 fn split_punct(w: &str) -> (&str, &str) {
     let end = w.trim_end_matches(['.', ',', '!', '?', ';', ':']).len();
     w.split_at(end)
@@ -122,7 +128,9 @@ pub fn pairs_from_memory(text: &str) -> Vec<Pair> {
             out.push(Pair {
                 question,
                 answer: answer.clone(),
-                key,
+                // The key as the answer words it ("my balcony" → "your
+                // balcony").
+                key: swap_words(&key),
             });
         }
     };
@@ -238,7 +246,7 @@ pub fn pairs_from_memory(text: &str) -> Vec<Pair> {
                 second_person(&join(&ws[..cut]))
             ),
             answer,
-            key,
+            key: swap_words(&key),
         });
     }
     out
@@ -297,6 +305,9 @@ mod tests {
         assert_eq!(p[0].0, "Where do I live?");
         assert_eq!(p[0].1, "You live in Lisbon.");
         assert_eq!(p[0].2, "Lisbon");
+        let p = qs("I grow tomatoes on my balcony");
+        assert_eq!(p[0].1, "You grow tomatoes on your balcony.");
+        assert_eq!(p[0].2, "tomatoes on your balcony");
         let p = qs("I play the cello");
         assert_eq!(p[0].0, "What do I play?");
         assert_eq!(p[0].2, "the cello");

@@ -169,7 +169,7 @@ impl<'m> Trainer<'m> {
         if examples.is_empty() {
             return Err(LoraError::BadData("no training examples".into()));
         }
-        if config.batch == 0 || !(config.learning_rate > 0.0) {
+        if config.batch == 0 || !config.learning_rate.is_finite() || config.learning_rate <= 0.0 {
             return Err(LoraError::BadData(
                 "batch and learning rate must be positive".into(),
             ));
@@ -211,8 +211,9 @@ impl<'m> Trainer<'m> {
         self.step >= self.config.steps
     }
 
-    /// One optimizer step over the next batch; returns the batch's mean
-    /// per-token loss before the update.
+    /// One optimizer step over the next batch; returns the batch's loss
+    /// before the update (the mean over its examples of each example's
+    /// mean per-token loss).
     pub fn step(&mut self) -> Result<f32, LoraError> {
         let adapter = self
             .adapter
@@ -228,9 +229,13 @@ impl<'m> Trainer<'m> {
             }
             let ex = &self.examples[self.order[self.cursor]];
             self.cursor += 1;
-            match answer_nll(self.model, Some(&adapter), ex, Numerics::F32) {
+            // Each example weighs the same whatever its length (a long
+            // replay text must not drown a short fact).
+            match answer_nll(self.model, Some(&adapter), ex, Numerics::F32)
+                .map(|l| l.div_scalar(ex.answer_len() as f32))
+            {
                 Ok(l) => {
-                    tokens += ex.answer_len();
+                    tokens += 1;
                     total = Some(match total {
                         Some(t) => t + l,
                         None => l,

@@ -207,6 +207,86 @@ fn runtime_commands_round_trip_and_refuse_bad_input() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `memkern distill` as a process: a short run on the real SmolLM2 makes
+/// an adapter that `stats` reports and that exports to GGUF; bad input
+/// is one error line.
+#[test]
+fn distill_from_the_shell() {
+    let dir = temp_dir("distill");
+    let d = dir.to_string_lossy().into_owned();
+    let gguf = dir.join("ana.gguf");
+    let g = gguf.to_string_lossy().into_owned();
+    let with_dir = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.extend(["--data-dir".into(), d.clone(), "--no-embed".into()]);
+        all
+    };
+    let ok = |args: &[&str]| {
+        let all = with_dir(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = memkern(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // No replay texts: a two-step run stays a few seconds.
+    std::fs::write(dir.join("memkern.toml"), "[parametric]\nreplay = 0\n").expect("config");
+    ok(&["user", "add", "ana"]);
+    ok(&["user", "add", "ben"]);
+    ok(&["add", "--user", "ana", "My dog is called Biscuit."]);
+    ok(&["add", "--user", "ana", "I live in Lisbon."]);
+    let report = ok(&[
+        "distill",
+        "--user",
+        "ana",
+        "--steps",
+        "2",
+        "--json",
+        "--export-gguf",
+        &g,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&report).expect("json");
+    assert_eq!(v["memories"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["steps"], 2);
+    let bytes = std::fs::read(&gguf).expect("gguf written");
+    assert_eq!(&bytes[..4], b"GGUF");
+    let stats = ok(&["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(s["parametric"][0]["user"], "ana", "{s}");
+    assert_eq!(
+        s["parametric"][0]["adapter"]["covers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(ok(&["stats", "--as", "ana"]).contains("adapter of ana"));
+    assert!(!ok(&["stats", "--as", "ben"]).contains("adapter of"));
+    for bad in [
+        vec!["distill"],
+        vec!["distill", "--user", "nobody"],
+        vec!["distill", "--user", "ana", "--cube", "nope"],
+        vec!["distill", "--user", "ana", "--as", "ben"],
+    ] {
+        let all = with_dir(&bad);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        refused(&all);
+    }
+    let zero = with_dir(&["distill", "--user", "ana", "--steps", "0"]);
+    let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
+    assert_eq!(memkern(&zero).status.code(), Some(2), "clap's usage error");
+    let err = refused(
+        &with_dir(&["distill", "--user", "ben", "--steps", "1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(err.contains("no memory is eligible"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `memkern serve --no-llm` as a real process: it says where it listens,
 /// answers on loopback, and a SIGTERM stops it with status 0.
 #[test]

@@ -1,5 +1,5 @@
-//! MemCube packs: a namespace's memories (every version) and the snapshot
-//! and adapter blobs derived from them, in one checksummed file, signed
+//! MemCube packs: a namespace's memories (every version) and the KV
+//! snapshot blobs derived from them, in one checksummed file, signed
 //! with ed25519 when a key is configured — memory migration between
 //! devices.
 //!
@@ -46,7 +46,7 @@ pub struct PackBody {
     pub created_ms: i64,
     /// The memories.
     pub memories: Vec<PackedMemory>,
-    /// Snapshot and adapter cubes derived from them.
+    /// Snapshot cubes derived from them.
     pub derived: Vec<Vec<u8>>,
     /// The blobs those reference.
     pub blobs: Vec<Vec<u8>>,
@@ -229,8 +229,10 @@ impl Runtime {
             };
             let blob = match &c.payload {
                 Payload::Activation(a) => a.blob.digest,
-                Payload::Parametric(p) => p.blob.digest,
-                Payload::Plaintext(_) => continue,
+                // Adapters are a user's, trained from all their memories
+                // (not one namespace's) and tied to one base model: the
+                // importer distils their own (`memkern distill`).
+                Payload::Parametric(_) | Payload::Plaintext(_) => continue,
             };
             if c.meta
                 .provenance
@@ -360,6 +362,11 @@ impl Runtime {
         }
         for d in &body.derived {
             let c = reown(d)?;
+            if matches!(c.payload, Payload::Parametric(_)) {
+                // Packs from before adapters were left out may hold one:
+                // never applied here (see export), so not stored.
+                continue;
+            }
             let bytes = cube::encode_to_vec(&c).map_err(|e| bad(format!("re-encoding: {e}")))?;
             vault.put_in(&txn, &bytes)?;
             report.derived += 1;

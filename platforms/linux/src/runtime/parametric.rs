@@ -290,8 +290,18 @@ impl Runtime {
                  in memkern.toml: min_age_secs, min_uses)"
             )));
         }
-        let examples: Vec<lora::Example> = chosen.iter().flat_map(|c| c.examples.clone()).collect();
+        let mut examples: Vec<lora::Example> =
+            chosen.iter().flat_map(|c| c.examples.clone()).collect();
         let pairs = examples.len();
+        examples.extend(
+            lora::replay_examples(
+                llm,
+                usize::from(cfg.replay),
+                usize::from(cfg.replay_tokens),
+                0x7265706c,
+            )
+            .map_err(lora_err)?,
+        );
 
         // Train, checkpointing; resume only the same selection.
         let ckpt = self.checkpoint_path(user);
@@ -299,7 +309,7 @@ impl Runtime {
             std::fs::create_dir_all(parent)
                 .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", parent.display())))?;
         }
-        let selection = selection_tag(&chosen, steps, &config);
+        let selection = selection_tag(&chosen, steps, &config, &cfg);
         let (adapter, resumed) = match (req.resume, self.resumable(&ckpt, &selection, llm)) {
             (true, Some(a)) => (a, true),
             _ => (
@@ -634,12 +644,21 @@ fn set_lifecycle(
 
 /// Identifies a training selection (memories and their versions, steps,
 /// rank, alpha, targets) so a checkpoint is resumed only for the same run.
-fn selection_tag(chosen: &[Chosen], steps: usize, config: &LoraConfig) -> String {
+fn selection_tag(
+    chosen: &[Chosen],
+    steps: usize,
+    config: &LoraConfig,
+    cfg: &ParametricConfig,
+) -> String {
     let mut s = format!(
-        "steps={steps} rank={} alpha={} targets={}\n",
+        "steps={steps} rank={} alpha={} targets={} replay={}x{} batch={} lr={}\n",
         config.rank(),
         config.alpha(),
-        config.targets().0
+        config.targets().0,
+        cfg.replay,
+        cfg.replay_tokens,
+        cfg.batch,
+        cfg.learning_rate
     );
     for c in chosen {
         s.push_str(&format!("{} {}\n", c.id, c.head));

@@ -34,7 +34,17 @@ async fn stats(State(s): State<ApiState>, Auth(who): Auth) -> Result<impl IntoRe
         return Err(ApiError::new(403, "statistics are for the administrator"));
     }
     let rt = s.rt.clone();
-    let vault = blocking(move || rt.stats()).await?;
+    let (vault, parametric) = blocking(move || {
+        let vault = rt.stats()?;
+        let mut adapters = Vec::new();
+        for u in rt.users(&who)? {
+            if let Some(a) = rt.adapter_info(&who, u.id)? {
+                adapters.push(serde_json::json!({ "user": u.name, "adapter": a }));
+            }
+        }
+        Ok::<_, crate::runtime::RuntimeError>((vault, adapters))
+    })
+    .await?;
     let tiers = s.assistant.as_ref().map(|a| {
         let (stored_blocks, stored_bytes, resident_blocks, resident_bytes) = a.tiers();
         Tiers {
@@ -45,7 +55,7 @@ async fn stats(State(s): State<ApiState>, Auth(who): Auth) -> Result<impl IntoRe
         }
     });
     Ok(Json(
-        serde_json::json!({ "vault": vault, "snapshot_tiers": tiers }),
+        serde_json::json!({ "vault": vault, "parametric": parametric, "snapshot_tiers": tiers }),
     ))
 }
 

@@ -248,13 +248,14 @@ pub(crate) fn document() -> Value {
             },
             "/v1/stats": {
                 "get": {
-                    "summary": "Vault statistics and snapshot tiers (administrator)",
+                    "summary": "Vault statistics, parametric adapters and snapshot tiers (administrator)",
                     "tags": ["admin"],
                     "responses": {
                         "200": answer("Statistics", json!({
                             "type": "object",
                             "properties": {
                                 "vault": { "type": "object", "description": "VaultStats: counts and bytes of users, cubes, memories, versions, snapshots, adapters, audit entries, the database, and chat counters." },
+                                "parametric": { "type": "array", "description": "Per user with an adapter: {user, adapter: AdapterInfo (cube, bytes, age_seconds, covers, stale, rank, pairs, steps, loss_first, loss_last)}." },
                                 "snapshot_tiers": {
                                     "type": ["object", "null"],
                                     "properties": {
@@ -470,7 +471,8 @@ fn schemas() -> Value {
                     "stored": { "type": ["string", "null"] },
                     "retrieval_ms": { "type": "number" }, "ttft_ms": { "type": "number" }, "total_ms": { "type": "number" },
                     "prompt_tokens": { "type": "integer" }, "restored_tokens": { "type": "integer" },
-                    "promoted": { "type": "integer" }, "evicted": { "type": "integer" }
+                    "promoted": { "type": "integer" }, "evicted": { "type": "integer" },
+                    "adapter": { "type": ["string", "null"], "description": "The caller's parametric adapter (Parametric cube id) applied to this turn, if any." }
                 }
             }),
         ),
