@@ -23,8 +23,6 @@
 //!
 //! Environment: `LORA_STEPS` (default 120), `LORA_RANK` (8), `LORA_ALPHA`
 //! (16), `LORA_LR` (3e-3), `LORA_BATCH` (8), `LORA_TARGETS` (q,k,v,o),
-//! `LORA_REPLAY` (replay texts mixed in, default 24; see
-//! `memkern_models::lora::replay_examples`), `LORA_REPLAY_TOKENS` (48),
 //! `LORA_EVAL_EVERY` (also evaluate after every N steps; default: only at
 //! the end), `LORA_FACTS` (use the first N facts), `MEMKERN_MODEL_DIR`.
 
@@ -35,8 +33,7 @@ use memkern_core::cube::TargetModules;
 use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
 use memkern_models::llama::{Backend, Numerics};
 use memkern_models::lora::{
-    self, Adapter, LoraConfig, TrainConfig, Trainer, chat_example, chat_prompt,
-    pairs::pairs_from_memory,
+    Adapter, LoraConfig, TrainConfig, Trainer, chat_example, chat_prompt, pairs::pairs_from_memory,
 };
 use memkern_models::{Llm, Sampler, Session};
 
@@ -262,8 +259,6 @@ fn main() -> Result<()> {
     let lr = env("LORA_LR", 3e-3f64);
     let batch = env("LORA_BATCH", 8usize);
     let target_names = std::env::var("LORA_TARGETS").unwrap_or_else(|_| "q,k,v,o".into());
-    let replay = env("LORA_REPLAY", 24usize);
-    let replay_tokens = env("LORA_REPLAY_TOKENS", 48usize);
     let eval_every = env("LORA_EVAL_EVERY", 0usize);
     let config = LoraConfig::new(rank, alpha, targets(&target_names)?)?;
 
@@ -298,17 +293,11 @@ fn main() -> Result<()> {
             ((*q).to_owned(), expected, (*key).to_owned())
         })
         .collect();
-    let t = Instant::now();
-    let replays = lora::replay_examples(&llm, replay, replay_tokens, 7)?;
-    let replay_s = t.elapsed().as_secs_f64();
     println!(
-        "parametric memory: {n_facts} facts, {} training pairs + {} replay texts ({replay_tokens} \
-         tokens, generated in {replay_s:.0} s), rank {rank}, alpha {alpha}, targets {target_names}, \
-         {steps} steps × batch {batch}, lr {lr}",
-        examples.len(),
-        replays.len()
+        "parametric memory: {n_facts} facts, {} training pairs, rank {rank}, alpha {alpha}, \
+         targets {target_names}, {steps} steps × batch {batch}, lr {lr}",
+        examples.len()
     );
-    examples.extend(replays);
 
     println!("\nbefore (base model, closed book):");
     let ppl_before = perplexity(&llm, None)?;

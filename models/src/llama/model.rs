@@ -30,12 +30,32 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
+    /// A copy of `x` for the adapter's low-rank path, only when an adapter
+    /// is applied.
+    ///
+    /// Without one nothing else holds `x`, so the rounding below it can
+    /// work in place — and burn's in-place and allocating CPU kernels do
+    /// not round identically (the llama.cpp agreement test sees the
+    /// difference), so the base path must stay exactly as it was.
+    fn keep(&self, x: &Tensor<2>) -> Option<Tensor<2>> {
+        self.adapter.map(|_| x.clone())
+    }
+
     /// `y` plus the adapter's update of `target` in block `layer` for the
     /// unrounded input `x` (the low-rank path stays in f32).
-    fn adapt(&self, layer: usize, target: Target, x: &Tensor<2>, y: Tensor<2>) -> Tensor<2> {
-        match self.adapter.and_then(|a| a.delta(layer, target, x.clone())) {
-            Some(d) => y + d,
-            None => y,
+    fn adapt(
+        &self,
+        layer: usize,
+        target: Target,
+        x: Option<&Tensor<2>>,
+        y: Tensor<2>,
+    ) -> Tensor<2> {
+        match (self.adapter, x) {
+            (Some(a), Some(x)) => match a.delta(layer, target, x.clone()) {
+                Some(d) => y + d,
+                None => y,
+            },
+            _ => y,
         }
     }
 }
@@ -83,8 +103,11 @@ impl Attention {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
-        let xq = nx.quantize(x.clone());
-        let proj = |lin: &QLinear, t: Target| pass.adapt(layer, t, &x, lin.forward_quantized(&xq));
+        let raw = pass.keep(&x);
+        let xq = nx.quantize(x);
+        let proj = |lin: &QLinear, t: Target| {
+            pass.adapt(layer, t, raw.as_ref(), lin.forward_quantized(&xq))
+        };
         let q = nx.round_f16(rope.apply(split(proj(&self.q, Target::Q), h), start));
         let k = nx.round_f16(rope.apply(split(proj(&self.k, Target::K), kvh), start));
         let v = nx.round_f16(split(proj(&self.v, Target::V), kvh));
@@ -111,7 +134,8 @@ impl Attention {
         let p = nx.round_f16(softmax(scores, 2));
         let out = p.matmul(v).reshape([h, seq, d]);
         let out = out.swap_dims(0, 1).reshape([seq, hidden]);
-        pass.adapt(layer, Target::O, &out, self.o.forward(out.clone(), nx))
+        let raw = pass.keep(&out);
+        pass.adapt(layer, Target::O, raw.as_ref(), self.o.forward(out, nx))
     }
 }
 
@@ -129,10 +153,23 @@ pub struct Mlp {
 impl Mlp {
     fn forward(&self, x: Tensor<2>, pass: &Pass<'_>, layer: usize) -> Tensor<2> {
         let nx = pass.numerics;
-        let xq = nx.quantize(x.clone());
-        let g = silu(pass.adapt(layer, Target::Gate, &x, self.gate.forward_quantized(&xq)));
-        let h = g * pass.adapt(layer, Target::Up, &x, self.up.forward_quantized(&xq));
-        pass.adapt(layer, Target::Down, &h, self.down.forward(h.clone(), nx))
+        let raw = pass.keep(&x);
+        let xq = nx.quantize(x);
+        let gate = pass.adapt(
+            layer,
+            Target::Gate,
+            raw.as_ref(),
+            self.gate.forward_quantized(&xq),
+        );
+        let up = pass.adapt(
+            layer,
+            Target::Up,
+            raw.as_ref(),
+            self.up.forward_quantized(&xq),
+        );
+        let h = silu(gate) * up;
+        let raw = pass.keep(&h);
+        pass.adapt(layer, Target::Down, raw.as_ref(), self.down.forward(h, nx))
     }
 }
 

@@ -123,3 +123,66 @@ impl QLinear {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::*;
+
+    fn values() -> Vec<f32> {
+        // Halfway points between f16 neighbours, subnormals, large and
+        // ordinary values: where rounding modes differ.
+        let mut v = Vec::new();
+        let mut x = 0x3f80_1000u32; // 1.0 + half an f16 ulp
+        for _ in 0..64 {
+            v.push(f32::from_bits(x));
+            v.push(-f32::from_bits(x));
+            x = x.wrapping_add(0x0000_2000).wrapping_mul(3) % 0x4780_0000;
+        }
+        v.extend([0.0, 1e-7, 6.1e-5, 65504.0, 0.333_333_34, 2.5, 3.5, -2.5]);
+        v
+    }
+
+    #[test]
+    fn round_f16_is_round_to_nearest_even() {
+        let device = Device::default();
+        let v = values();
+        let n = v.len();
+        let t = Tensor::<1>::from_data(TensorData::new(v.clone(), [n]), &device);
+        let got = round_f16(t).try_into_vec_as::<f32>().unwrap();
+        for (x, g) in v.iter().zip(&got) {
+            let want = half::f16::from_f32(*x).to_f32();
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "{x:e}: got {g:e}, want {want:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantize_q8_matches_ggml() {
+        let device = Device::default();
+        let v: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173)
+            .collect();
+        let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [2, 32]), &device);
+        let (xq, s) = quantize_q8(t);
+        let xq = xq.try_into_vec_as::<f32>().unwrap();
+        let s = s.try_into_vec_as::<f32>().unwrap();
+        for (b, block) in v.chunks(32).enumerate() {
+            let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let d = amax / 127.0;
+            let id = 127.0 / amax;
+            let dh = half::f16::from_f32(d).to_f32();
+            let mut sum = 0f32;
+            for (i, x) in block.iter().enumerate() {
+                let q = (x * id).round_ties_even();
+                sum += q;
+                assert_eq!(xq[b * 32 + i], q * dh, "block {b} value {i}");
+            }
+            assert_eq!(s[b], half::f16::from_f32(d * sum).to_f32(), "block {b} sum");
+        }
+    }
+}

@@ -34,9 +34,6 @@ pub use error::LoraError;
 pub use file::{FORMAT, MAX_FILE, VERSION};
 pub use train::{Example, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
 
-use crate::llm::Llm;
-use crate::sampling::{Sampler, SamplingConfig};
-
 use sha2::{Digest, Sha256};
 
 use crate::fingerprint::{Fingerprint, update_framed};
@@ -86,53 +83,4 @@ pub fn chat_example(tok: &Tokenizer, pair: &pairs::Pair) -> Result<Example, Lora
 
 fn tokenizer_err(e: TokenizerError) -> LoraError {
     LoraError::Llm(crate::llama::LlmError::Tokenizer(e))
-}
-
-/// Openers of the replay text: everyday, unrelated to personal facts.
-const REPLAY_OPENERS: [&str; 12] = [
-    "The history of the printing press",
-    "In mathematics, a prime number",
-    "Rain forms when",
-    "The recipe starts with",
-    "Volcanoes are",
-    "A good night's sleep",
-    "The museum's new exhibition",
-    "Trains in Europe",
-    "The human heart",
-    "Learning a new language",
-    "The city council announced",
-    "Honeybees communicate",
-];
-
-/// Replay examples: the base model's own sampled continuations (seeded,
-/// temperature 0.8) of everyday openers, `tokens` tokens each.
-///
-/// Exists to keep an adapter from changing what the model does outside
-/// the facts: trained beside the facts, they pull the adapted model
-/// towards the base model's own distribution on ordinary text — a
-/// data-free stand-in for a KL penalty against the base model (see
-/// `benches/RESULTS.md` for the perplexity it saves).
-pub fn replay_examples(
-    llm: &Llm,
-    count: usize,
-    tokens: usize,
-    seed: u64,
-) -> Result<Vec<Example>, LoraError> {
-    let tok = llm.tokenizer();
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let opener = REPLAY_OPENERS[i % REPLAY_OPENERS.len()];
-        let prompt = tok.encode_literal(opener).map_err(tokenizer_err)?;
-        let mut s = llm.session();
-        s.prefill(&prompt)?;
-        let sampler = Sampler::new(SamplingConfig::temperature(
-            0.8,
-            seed.wrapping_add(i as u64),
-        ))?;
-        let g = s.generate_with(sampler, tokens, |_| true)?;
-        if !g.ids.is_empty() {
-            out.push(Example::new(prompt, &g.ids)?);
-        }
-    }
-    Ok(out)
 }

@@ -230,7 +230,7 @@ impl<'m> Trainer<'m> {
             let ex = &self.examples[self.order[self.cursor]];
             self.cursor += 1;
             // Each example weighs the same whatever its length (a long
-            // replay text must not drown a short fact).
+            // answer must not drown a short fact).
             match answer_nll(self.model, Some(&adapter), ex, Numerics::F32)
                 .map(|l| l.div_scalar(ex.answer_len() as f32))
             {

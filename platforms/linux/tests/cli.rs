@@ -232,8 +232,8 @@ fn distill_from_the_shell() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    // No replay texts: a two-step run stays a few seconds.
-    std::fs::write(dir.join("memkern.toml"), "[parametric]\nreplay = 0\n").expect("config");
+    // A configuration the run reads (a wrong key would be an error).
+    std::fs::write(dir.join("memkern.toml"), "[parametric]\nrank = 4\n").expect("config");
     ok(&["user", "add", "ana"]);
     ok(&["user", "add", "ben"]);
     ok(&["add", "--user", "ana", "My dog is called Biscuit."]);

@@ -29,8 +29,6 @@ fn config() -> Config {
     c.parametric.batch = 4;
     c.parametric.rank = 8;
     c.parametric.learning_rate = 5e-3;
-    c.parametric.replay = 2;
-    c.parametric.replay_tokens = 12;
     c
 }
 

@@ -58,12 +58,6 @@ pub struct ParametricConfig {
     pub batch: u16,
     /// Adam learning rate.
     pub learning_rate: f64,
-    /// Replay texts trained beside the facts (the base model's own
-    /// continuations of everyday openers), so the adapter learns the facts
-    /// without changing the model elsewhere; 0 turns replay off.
-    pub replay: u16,
-    /// Tokens per replay text.
-    pub replay_tokens: u16,
 }
 
 impl Default for ParametricConfig {
@@ -82,8 +76,6 @@ impl Default for ParametricConfig {
             steps: 120,
             batch: 8,
             learning_rate: 3e-3,
-            replay: 24,
-            replay_tokens: 48,
         }
     }
 }

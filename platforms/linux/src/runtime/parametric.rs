@@ -290,18 +290,8 @@ impl Runtime {
                  in memkern.toml: min_age_secs, min_uses)"
             )));
         }
-        let mut examples: Vec<lora::Example> =
-            chosen.iter().flat_map(|c| c.examples.clone()).collect();
+        let examples: Vec<lora::Example> = chosen.iter().flat_map(|c| c.examples.clone()).collect();
         let pairs = examples.len();
-        examples.extend(
-            lora::replay_examples(
-                llm,
-                usize::from(cfg.replay),
-                usize::from(cfg.replay_tokens),
-                0x7265706c,
-            )
-            .map_err(lora_err)?,
-        );
 
         // Train, checkpointing; resume only the same selection.
         let ckpt = self.checkpoint_path(user);
@@ -651,12 +641,10 @@ fn selection_tag(
     cfg: &ParametricConfig,
 ) -> String {
     let mut s = format!(
-        "steps={steps} rank={} alpha={} targets={} replay={}x{} batch={} lr={}\n",
+        "steps={steps} rank={} alpha={} targets={} batch={} lr={}\n",
         config.rank(),
         config.alpha(),
         config.targets().0,
-        cfg.replay,
-        cfg.replay_tokens,
         cfg.batch,
         cfg.learning_rate
     );
