@@ -32,6 +32,9 @@ use memkern_models::tokenizer::ChatMessage;
 use memkern_models::{Llm, Sampler, Snapshot, SnapshotOptions};
 use serde_json::Value;
 
+mod common;
+use common::peak_rss_mib;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn ms(d: Duration) -> f64 {
@@ -41,14 +44,6 @@ fn ms(d: Duration) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Peak resident set size of this process in MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn shared_dir() -> PathBuf {

@@ -29,13 +29,16 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use memkern_core::cube::TargetModules;
 use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
 use memkern_models::llama::{Backend, Numerics};
 use memkern_models::lora::{
-    Adapter, LoraConfig, TrainConfig, Trainer, chat_example, chat_prompt, pairs::pairs_from_memory,
+    self, Adapter, LoraConfig, TrainConfig, Trainer, chat_example, chat_prompt,
+    pairs::pairs_from_memory,
 };
 use memkern_models::{Llm, Sampler, Session};
+
+mod common;
+use common::peak_rss_mib;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -169,26 +172,6 @@ fn env<T: FromStr>(key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn targets(s: &str) -> Result<TargetModules> {
-    let mut bits = 0u16;
-    for n in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let i = TargetModules::NAMES
-            .iter()
-            .position(|x| *x == n)
-            .ok_or_else(|| format!("unknown target {n:?}"))?;
-        bits |= 1 << i;
-    }
-    Ok(TargetModules(bits))
-}
-
-/// Peak resident set size of this process in MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Greedy closed-book answer to `question`.
 fn answer(llm: &Llm, adapter: Option<&Adapter>, question: &str) -> Result<String> {
     let mut s = match adapter {
@@ -260,7 +243,7 @@ fn main() -> Result<()> {
     let batch = env("LORA_BATCH", 8usize);
     let target_names = std::env::var("LORA_TARGETS").unwrap_or_else(|_| "q,k,v,o".into());
     let eval_every = env("LORA_EVAL_EVERY", 0usize);
-    let config = LoraConfig::new(rank, alpha, targets(&target_names)?)?;
+    let config = LoraConfig::new(rank, alpha, lora::parse_targets(&target_names)?)?;
 
     let cache = ModelCache::from_env()?;
     let files = cache.ensure(&SMOLLM2_135M_Q4_1)?;

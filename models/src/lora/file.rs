@@ -66,7 +66,8 @@ fn file_pairs(adapter: &Adapter, model: &LlamaConfig) -> Result<Vec<FilePair>, L
     Ok(out)
 }
 
-fn targets_string(t: TargetModules) -> String {
+/// `t` as comma-separated names (`q,k,v,o`), as adapter files store it.
+pub fn targets_string(t: TargetModules) -> String {
     TargetModules::NAMES
         .iter()
         .enumerate()
@@ -76,7 +77,9 @@ fn targets_string(t: TargetModules) -> String {
         .join(",")
 }
 
-fn parse_targets(s: &str) -> Result<TargetModules, LoraError> {
+/// Parses comma-separated target names (`q,k,v,o,gate,up,down`); an
+/// unknown name is [`LoraError::Format`].
+pub fn parse_targets(s: &str) -> Result<TargetModules, LoraError> {
     let mut bits = 0u16;
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let i = TargetModules::NAMES

@@ -31,7 +31,7 @@ mod train;
 
 pub use adapter::{Adapter, LayerLora, LoraConfig, LoraPair, Target};
 pub use error::LoraError;
-pub use file::{FORMAT, MAX_FILE, VERSION};
+pub use file::{FORMAT, MAX_FILE, VERSION, parse_targets, targets_string};
 pub use train::{Example, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
 
 use sha2::{Digest, Sha256};
