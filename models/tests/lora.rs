@@ -2,7 +2,7 @@
 //! the identity, a short training run lowers the loss on a few facts, the
 //! adapter round-trips through a Parametric MemCube and llama.cpp's GGUF
 //! LoRA format, merging equals the low-rank path, and every wrong input is
-//! refused with a typed error.
+//! refused with a typed error; training also runs on wgpu.
 
 mod common;
 
@@ -15,8 +15,8 @@ use memkern_core::time::Timestamp;
 use memkern_models::gguf::{GgufFile, MetaValue};
 use memkern_models::llama::{Backend, Numerics};
 use memkern_models::lora::{
-    self, Adapter, LoraConfig, LoraError, TrainConfig, Trainer, chat_example, mean_answer_nll,
-    pairs::pairs_from_memory,
+    self, Adapter, Anchor, LoraConfig, LoraError, TrainConfig, Trainer, chat_example,
+    mean_answer_nll, pairs::pairs_from_memory,
 };
 use memkern_models::{
     Fingerprint, Llm, LlmError, Sampler, Session, SnapshotError, SnapshotOptions,
@@ -39,6 +39,15 @@ fn examples() -> Vec<lora::Example> {
         .flat_map(|f| pairs_from_memory(f))
         .map(|p| chat_example(llm().tokenizer(), &p).unwrap())
         .collect()
+}
+
+/// One prose anchor (the standard set's first text).
+fn anchor(llm: &Llm) -> Anchor {
+    let ids = llm
+        .tokenizer()
+        .encode_literal(lora::ANCHOR_TEXTS[0])
+        .unwrap();
+    Anchor::new(llm.model(), ids, 0).unwrap()
 }
 
 fn config() -> LoraConfig {
@@ -66,12 +75,19 @@ fn trained() -> &'static (f32, Vec<f32>, Adapter) {
             learning_rate: 5e-3,
             batch: 4,
             seed: 7,
+            anchor_weight: 1.0,
+            anchors_per_step: 1,
         };
-        let mut t = Trainer::new(llm.model(), adapter, ex, cfg).unwrap();
+        let anchor = anchor(llm);
+        let mut t = Trainer::new(llm.model(), adapter, ex, cfg)
+            .unwrap()
+            .with_anchors(vec![anchor]);
         let start = Instant::now();
         let mut losses = Vec::new();
         while !t.finished() {
-            losses.push(t.step().unwrap());
+            let l = t.step().unwrap();
+            assert!(l.anchor.is_some(), "the anchor term must be computed");
+            losses.push(l.answer);
         }
         eprintln!(
             "[lora] {steps} steps in {:.1?}; loss before {before:.3}, per step {losses:.3?}",
@@ -109,6 +125,10 @@ fn fresh_adapter_is_the_identity() {
         "B = 0 must leave the model unchanged"
     );
     assert_ne!(s.model_fingerprint(), llm.fingerprint());
+    // ... and so has no divergence on an anchor.
+    let kl = anchor(llm).divergence(llm.model(), &a).unwrap();
+    let kl = kl.try_into_vec_as::<f32>().unwrap()[0];
+    assert!(kl.abs() < 1e-5, "fresh adapter KL {kl}");
 }
 
 #[test]
@@ -355,4 +375,49 @@ fn wrong_inputs_are_refused() {
     let a: Vec<u32> = (0..4).map(|_| cold.step(&mut g).unwrap()).collect();
     let b: Vec<u32> = (0..4).map(|_| warm.step(&mut g).unwrap()).collect();
     assert_eq!(a, b);
+}
+
+#[test]
+fn training_runs_on_wgpu() {
+    if let Err(e) = Backend::Wgpu.device() {
+        // CI sets MEMKERN_REQUIRE_WGPU=1: there, no adapter is a failure.
+        assert!(
+            std::env::var_os("MEMKERN_REQUIRE_WGPU").is_none_or(|v| v != "1"),
+            "MEMKERN_REQUIRE_WGPU=1 but no wgpu adapter: {e}"
+        );
+        println!("SKIPPED: wgpu training test — no wgpu adapter on this machine: {e}");
+        return;
+    }
+    let gpu = Llm::load(common::smollm2_gguf(), Backend::Wgpu).unwrap();
+    // One fact's pairs, the whole set in every batch: the loss of step 2
+    // is measured after step 1's update on the same examples.
+    let ex: Vec<lora::Example> = pairs_from_memory(FACTS[0])
+        .iter()
+        .map(|p| chat_example(gpu.tokenizer(), p).unwrap())
+        .collect();
+    let n = ex.len();
+    let cfg = TrainConfig {
+        steps: 2,
+        learning_rate: 5e-3,
+        batch: n,
+        seed: 7,
+        anchor_weight: 0.0,
+        anchors_per_step: 0,
+    };
+    let adapter = Adapter::new(config(), gpu.config(), gpu.fingerprint(), gpu.device());
+    let mut t = Trainer::new(gpu.model(), adapter, ex, cfg).unwrap();
+    let start = Instant::now();
+    let first = t.step().unwrap();
+    let second = t.step().unwrap();
+    eprintln!(
+        "[lora] wgpu: 2 steps in {:.1?}; loss {:.3} -> {:.3}",
+        start.elapsed(),
+        first.answer,
+        second.answer
+    );
+    assert_eq!(first.anchor, None);
+    assert!(
+        second.answer.is_finite() && second.answer < first.answer * 0.9,
+        "the loss must fall on wgpu: {first:?} -> {second:?}"
+    );
 }

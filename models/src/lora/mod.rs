@@ -12,7 +12,8 @@
 //!   llama.cpp's GGUF LoRA format ([`Adapter::to_gguf`]).
 //! - [`Trainer`]: burn autodiff through the frozen base model (its weights
 //!   are plain tensors, constants to autodiff), Adam from `burn-optim`,
-//!   loss on answer tokens only; checkpoint and resume.
+//!   loss on answer tokens only, held to the base model's distributions on
+//!   unrelated text by [`Anchor`]s (a KL term); checkpoint and resume.
 //! - [`pairs`]: question/answer templates that turn a first-person fact
 //!   into training pairs without an LLM.
 //!
@@ -24,15 +25,17 @@
 //! token instead and touches only the chosen projections.
 
 mod adapter;
+mod anchor;
 mod error;
 mod file;
 pub mod pairs;
 mod train;
 
 pub use adapter::{Adapter, LayerLora, LoraConfig, LoraPair, Target};
+pub use anchor::{ANCHOR_QUESTIONS, ANCHOR_TEXTS, Anchor, standard_anchors};
 pub use error::LoraError;
 pub use file::{FORMAT, MAX_FILE, VERSION, parse_targets, targets_string};
-pub use train::{Example, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
+pub use train::{Example, StepLoss, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
 
 use sha2::{Digest, Sha256};
 

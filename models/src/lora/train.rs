@@ -9,6 +9,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::adapter::Adapter;
+use super::anchor::Anchor;
 use super::error::LoraError;
 use crate::llama::{Llama, Numerics};
 
@@ -60,6 +61,18 @@ impl Example {
     }
 }
 
+/// The losses of one training step, measured before its update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLoss {
+    /// Mean per-token negative log-likelihood of the batch's answers
+    /// (nats): how well the adapter knows the facts.
+    pub answer: f32,
+    /// Mean KL divergence from the base model on the step's anchors
+    /// (nats per position): how far unrelated text has drifted. `None`
+    /// when the run has no anchors.
+    pub anchor: Option<f32>,
+}
+
 /// Hyper-parameters of a training run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -71,6 +84,12 @@ pub struct TrainConfig {
     pub batch: usize,
     /// Seed of the example order.
     pub seed: u64,
+    /// Weight of the anchor term (mean KL divergence from the base model
+    /// on unrelated text, see [`Anchor`]) against the answer loss; 0
+    /// trains on the answers alone.
+    pub anchor_weight: f32,
+    /// Anchors evaluated per step (taken in turn from the trainer's set).
+    pub anchors_per_step: usize,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +99,8 @@ impl Default for TrainConfig {
             learning_rate: 2e-3,
             batch: 8,
             seed: 0x5eed,
+            anchor_weight: 1.0,
+            anchors_per_step: 2,
         }
     }
 }
@@ -140,6 +161,7 @@ pub struct Trainer<'m> {
     adapter: Option<Adapter>,
     optim: ModuleOptimizer,
     examples: Vec<Example>,
+    anchors: Vec<Anchor>,
     order: Vec<usize>,
     cursor: usize,
     step: usize,
@@ -174,12 +196,18 @@ impl<'m> Trainer<'m> {
                 "batch and learning rate must be positive".into(),
             ));
         }
+        if !config.anchor_weight.is_finite() || config.anchor_weight < 0.0 {
+            return Err(LoraError::BadData(
+                "the anchor weight must be zero or positive".into(),
+            ));
+        }
         let order = (0..examples.len()).collect();
         let mut t = Self {
             model,
             adapter: Some(adapter.train()),
             optim: AdamConfig::new().init(),
             examples,
+            anchors: Vec::new(),
             order,
             cursor: 0,
             step: 0,
@@ -188,6 +216,15 @@ impl<'m> Trainer<'m> {
         };
         t.shuffle();
         Ok(t)
+    }
+
+    /// Holds the adapted model to the base model's distributions on
+    /// `anchors` (see [`Anchor`], [`TrainConfig::anchor_weight`]). The
+    /// anchors a step uses follow from the step number, so a resumed run
+    /// sees the same ones.
+    pub fn with_anchors(mut self, anchors: Vec<Anchor>) -> Self {
+        self.anchors = anchors;
+        self
     }
 
     fn shuffle(&mut self) {
@@ -211,78 +248,87 @@ impl<'m> Trainer<'m> {
         self.step >= self.config.steps
     }
 
-    /// One optimizer step over the next batch; returns the batch's loss
-    /// before the update (the mean over its examples of each example's
-    /// mean per-token loss).
-    pub fn step(&mut self) -> Result<f32, LoraError> {
+    /// One optimizer step over the next batch; returns the losses before
+    /// the update.
+    pub fn step(&mut self) -> Result<StepLoss, LoraError> {
         let adapter = self
             .adapter
             .take()
             .ok_or_else(|| LoraError::Backend("trainer lost its adapter".into()))?;
-        let mut total: Option<Tensor<1>> = None;
-        let mut tokens = 0usize;
-        let mut error = None;
-        for _ in 0..self.config.batch.min(self.examples.len()) {
-            if self.cursor == self.order.len() {
-                self.cursor = 0;
-                self.shuffle();
-            }
-            let ex = &self.examples[self.order[self.cursor]];
-            self.cursor += 1;
-            // Each example weighs the same whatever its length (a long
-            // answer must not drown a short fact).
-            match answer_nll(self.model, Some(&adapter), ex, Numerics::F32)
-                .map(|l| l.div_scalar(ex.answer_len() as f32))
-            {
-                Ok(l) => {
-                    tokens += 1;
-                    total = Some(match total {
-                        Some(t) => t + l,
-                        None => l,
-                    });
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let total = match (error, total) {
-            (Some(e), _) => {
-                self.adapter = Some(adapter);
-                return Err(e);
-            }
-            (None, Some(t)) => t,
-            (None, None) => {
-                self.adapter = Some(adapter);
-                return Err(LoraError::BadData("empty batch".into()));
-            }
-        };
-        let loss = total.div_scalar(tokens as f32);
-        let value = match scalar(loss.clone()) {
+        let (loss, value) = match self.batch_loss(&adapter) {
             Ok(v) => v,
             Err(e) => {
                 self.adapter = Some(adapter);
                 return Err(e);
             }
         };
-        if !value.is_finite() {
-            self.adapter = Some(adapter);
-            return Err(LoraError::Diverged {
-                step: self.step,
-                loss: value,
-            });
-        }
-        if !loss.is_tracked() {
-            self.adapter = Some(adapter);
-            return Err(LoraError::Backend(
-                "the loss is not tracked by autodiff (adapter not trainable)".into(),
-            ));
-        }
         let grads = GradientsParams::from_grads(loss.backward(), &adapter);
         self.adapter = Some(self.optim.step(self.config.learning_rate, adapter, grads));
         self.step += 1;
         Ok(value)
+    }
+
+    /// The next batch's tracked loss and its parts: the mean over its
+    /// examples of each example's mean per-token answer loss (each
+    /// example weighs the same whatever its length: a long answer must
+    /// not drown a short fact), plus the weighted mean anchor divergence.
+    fn batch_loss(&mut self, adapter: &Adapter) -> Result<(Tensor<1>, StepLoss), LoraError> {
+        let n = self.config.batch.min(self.examples.len());
+        let mut total: Option<Tensor<1>> = None;
+        for _ in 0..n {
+            if self.cursor == self.order.len() {
+                self.cursor = 0;
+                self.shuffle();
+            }
+            let ex = &self.examples[self.order[self.cursor]];
+            self.cursor += 1;
+            let l = answer_nll(self.model, Some(adapter), ex, Numerics::F32)?
+                .div_scalar(ex.answer_len() as f32);
+            total = Some(match total {
+                Some(t) => t + l,
+                None => l,
+            });
+        }
+        let answer = total
+            .ok_or_else(|| LoraError::BadData("empty batch".into()))?
+            .div_scalar(n as f32);
+        let answer_value = scalar(answer.clone())?;
+        let mut loss = answer;
+        let mut anchor_value = None;
+        let per_step = self.config.anchors_per_step.min(self.anchors.len());
+        if per_step > 0 && self.config.anchor_weight > 0.0 {
+            let mut kl: Option<Tensor<1>> = None;
+            for i in 0..per_step {
+                let anchor = &self.anchors[(self.step * per_step + i) % self.anchors.len()];
+                let d = anchor.divergence(self.model, adapter)?;
+                kl = Some(match kl {
+                    Some(t) => t + d,
+                    None => d,
+                });
+            }
+            if let Some(kl) = kl {
+                let kl = kl.div_scalar(per_step as f32);
+                anchor_value = Some(scalar(kl.clone())?);
+                loss = loss + kl.mul_scalar(self.config.anchor_weight);
+            }
+        }
+        let value = StepLoss {
+            answer: answer_value,
+            anchor: anchor_value,
+        };
+        let total_value = answer_value + self.config.anchor_weight * anchor_value.unwrap_or(0.0);
+        if !total_value.is_finite() {
+            return Err(LoraError::Diverged {
+                step: self.step,
+                loss: total_value,
+            });
+        }
+        if !loss.is_tracked() {
+            return Err(LoraError::Backend(
+                "the loss is not tracked by autodiff (adapter not trainable)".into(),
+            ));
+        }
+        Ok((loss, value))
     }
 
     /// The adapter as it stands, ready for inference (no autodiff).

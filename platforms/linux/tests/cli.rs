@@ -251,6 +251,12 @@ fn distill_from_the_shell() {
     let v: serde_json::Value = serde_json::from_str(&report).expect("json");
     assert_eq!(v["memories"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(v["steps"], 2);
+    // The KL anchors ran (default [parametric] anchor_weight).
+    assert_eq!(v["anchors"], 12, "{v}");
+    assert!(
+        v["anchor_kl_last"].as_f64().is_some_and(f64::is_finite),
+        "{v}"
+    );
     let bytes = std::fs::read(&gguf).expect("gguf written");
     assert_eq!(&bytes[..4], b"GGUF");
     let stats = ok(&["stats", "--json"]);

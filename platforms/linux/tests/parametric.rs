@@ -29,6 +29,8 @@ fn config() -> Config {
     c.parametric.batch = 4;
     c.parametric.rank = 8;
     c.parametric.learning_rate = 5e-3;
+    // The anchor term stays on (it is what users run), one anchor a step.
+    c.parametric.anchors_per_step = 1;
     c
 }
 

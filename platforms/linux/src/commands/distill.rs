@@ -37,10 +37,15 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
         )
         .context("progress template")?,
     );
+    // Until the first step: the base model answers the anchor questions.
+    bar.set_message("– (preparing anchors)");
     let report = rt.distill(&who, user, &llm, &req, |p| {
         bar.set_length(p.steps as u64);
         bar.set_position(p.step as u64);
-        bar.set_message(format!("{:.3}", p.loss));
+        bar.set_message(match p.anchor_kl {
+            Some(kl) => format!("{:.3}, drift {kl:.4}", p.loss),
+            None => format!("{:.3}", p.loss),
+        });
     });
     bar.finish_and_clear();
     let report = report?;
@@ -58,7 +63,7 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "adapter {}: {} memories ({} not chosen), {} pairs, {} steps{} in {:.1} s; loss {:.3} -> {:.3}; {} KiB",
+        "adapter {}: {} memories ({} not chosen), {} pairs, {} steps{} in {:.1} s; loss {:.3} -> {:.3}{}; {} KiB",
         report.adapter,
         report.memories.len(),
         report.skipped,
@@ -72,6 +77,10 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
         report.train_seconds,
         report.loss_first,
         report.loss_last,
+        match report.anchor_kl_last {
+            Some(kl) => format!(", drift {kl:.4} on {} anchors", report.anchors),
+            None => String::new(),
+        },
         report.bytes / 1024
     );
     for m in &report.memories {

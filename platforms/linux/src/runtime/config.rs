@@ -58,11 +58,19 @@ pub struct ParametricConfig {
     pub batch: u16,
     /// Adam learning rate.
     pub learning_rate: f64,
+    /// Weight of the anchor term: the KL divergence from the base model
+    /// on unrelated text and general questions, which keeps the adapter
+    /// from damaging everything else (0: train on the facts alone).
+    pub anchor_weight: f32,
+    /// Anchors evaluated per step (each costs about one example's
+    /// forward and backward pass).
+    pub anchors_per_step: u16,
 }
 
 impl Default for ParametricConfig {
-    /// Rank 8 on q, k, v, o, 120 steps of 8 examples at 3e-3 (the
-    /// settings `benches/RESULTS.md` measures), up to 64 memories.
+    /// Rank 8 on q, k, v, o, 60 steps of 8 examples at 3e-3, anchor
+    /// weight 1 with 2 anchors a step (the settings `benches/RESULTS.md`
+    /// measures), up to 64 memories.
     fn default() -> Self {
         ParametricConfig {
             use_in_chat: true,
@@ -73,9 +81,11 @@ impl Default for ParametricConfig {
             rank: 8,
             alpha: 16.0,
             mlp: false,
-            steps: 120,
+            steps: 60,
             batch: 8,
             learning_rate: 3e-3,
+            anchor_weight: 1.0,
+            anchors_per_step: 2,
         }
     }
 }

@@ -138,6 +138,9 @@ pub struct Runtime {
     writer: Mutex<()>,
     embedder: Option<SharedEmbedder>,
     redactor: Redactor,
+    /// Distillation anchors of the last model used (the base model's
+    /// answers to the anchor questions cost a few seconds to compute).
+    anchors: Mutex<Option<parametric::AnchorCache>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -196,6 +199,7 @@ impl Runtime {
             writer: Mutex::new(()),
             embedder,
             redactor,
+            anchors: Mutex::new(None),
         };
         rt.ensure_admin()?;
         let memories = rt.rebuild_index()?;

@@ -28,10 +28,10 @@ use memkern_core::governance::{Principal, Role};
 use memkern_core::heat::ONE;
 use memkern_core::ids::{BlobDigest, CubeId, NamespaceId, UserId};
 use memkern_core::lifecycle::LifecycleState;
-use memkern_models::Llm;
 use memkern_models::lora::{
-    self, Adapter, LoraConfig, TrainConfig, Trainer, chat_example, pairs::pairs_from_memory,
+    self, Adapter, Anchor, LoraConfig, TrainConfig, Trainer, chat_example, pairs::pairs_from_memory,
 };
+use memkern_models::{Fingerprint, Llm};
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 
@@ -44,6 +44,12 @@ use crate::vault::{CUBES, cube_key};
 
 /// Steps between training checkpoints.
 const CHECKPOINT_EVERY: usize = 10;
+
+/// Anchors computed on one base model.
+pub(crate) struct AnchorCache {
+    model: Fingerprint,
+    anchors: Vec<Anchor>,
+}
 
 /// What `memkern distill` asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -68,6 +74,9 @@ pub struct DistillProgress {
     pub steps: usize,
     /// The step's mean per-token loss.
     pub loss: f32,
+    /// The step's mean KL divergence from the base model on its anchors
+    /// (how far unrelated text drifted; None without anchors).
+    pub anchor_kl: Option<f32>,
 }
 
 /// What a distillation did.
@@ -91,6 +100,10 @@ pub struct DistillReport {
     pub loss_first: f32,
     /// See `loss_first`.
     pub loss_last: f32,
+    /// Anchors (unrelated texts and questions held to the base model).
+    pub anchors: usize,
+    /// Anchor divergence (nats per position) of the last step run.
+    pub anchor_kl_last: Option<f32>,
     /// Adapter file size.
     pub bytes: u64,
     /// Wall time of training.
@@ -312,24 +325,38 @@ impl Runtime {
             learning_rate: cfg.learning_rate,
             batch: usize::from(cfg.batch.max(1)),
             seed: 0x6d656d6b,
+            anchor_weight: cfg.anchor_weight,
+            anchors_per_step: usize::from(cfg.anchors_per_step),
         };
-        let mut trainer = Trainer::new(llm.model(), adapter, examples, train).map_err(lora_err)?;
+        let anchors = if train.anchor_weight > 0.0 && train.anchors_per_step > 0 {
+            self.anchors_for(llm)?
+        } else {
+            Vec::new()
+        };
+        let n_anchors = anchors.len();
+        let mut trainer = Trainer::new(llm.model(), adapter, examples, train)
+            .map_err(lora_err)?
+            .with_anchors(anchors);
         if resumed {
             trainer.resume(&ckpt).map_err(lora_err)?;
         }
         let started = Instant::now();
         let (mut first, mut last, mut run) = (f32::NAN, f32::NAN, 0usize);
+        let mut kl_last = None;
         while !trainer.finished() {
-            let loss = trainer.step().map_err(lora_err)?;
+            let step = trainer.step().map_err(lora_err)?;
+            let loss = step.answer;
             run += 1;
             if run == 1 {
                 first = loss;
             }
             last = loss;
+            kl_last = step.anchor;
             on_step(DistillProgress {
                 step: trainer.steps_done(),
                 steps,
                 loss,
+                anchor_kl: step.anchor,
             });
             if trainer.steps_done() % CHECKPOINT_EVERY == 0 && !trainer.finished() {
                 let a = trainer.adapter().map_err(lora_err)?;
@@ -361,9 +388,29 @@ impl Runtime {
             resumed,
             loss_first: first,
             loss_last: last,
+            anchors: n_anchors,
+            anchor_kl_last: kl_last,
             bytes: file.len() as u64,
             train_seconds,
         })
+    }
+
+    /// The standard anchors on `llm`, computed once per model and reused.
+    fn anchors_for(&self, llm: &Llm) -> Result<Vec<Anchor>> {
+        // A panic elsewhere cannot leave the cache half-written: it is
+        // replaced whole.
+        let mut cache = self.anchors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref()
+            && c.model == llm.fingerprint()
+        {
+            return Ok(c.anchors.clone());
+        }
+        let anchors = lora::standard_anchors(llm).map_err(lora_err)?;
+        *cache = Some(AnchorCache {
+            model: llm.fingerprint(),
+            anchors: anchors.clone(),
+        });
+        Ok(anchors)
     }
 
     /// The user's memories offered to the core's selection; returns the
