@@ -227,24 +227,7 @@ fn score(
 fn perplexity(llm: &Llm, adapter: Option<&Adapter>) -> Result<f64> {
     let ids = llm.tokenizer().encode(HELD_OUT)?;
     let rows: Vec<usize> = (0..ids.len() - 1).collect();
-    let logits = llm
-        .model()
-        .logits_at(&ids, &rows, adapter, Numerics::Ggml)?
-        .try_into_vec_as::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
-    let vocab = llm.config().vocab;
-    let mut nll = 0f64;
-    for (row, &next) in logits.chunks_exact(vocab).zip(&ids[1..]) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = row
-            .iter()
-            .map(|&x| f64::from(x - max).exp())
-            .sum::<f64>()
-            .ln()
-            + f64::from(max);
-        nll += lse - f64::from(row[next as usize]);
-    }
-    Ok((nll / rows.len() as f64).exp())
+    Ok((row_nll(llm, &ids, &rows, adapter)? / rows.len() as f64).exp())
 }
 
 /// (answers identical to the base model's, mean per-token NLL of the

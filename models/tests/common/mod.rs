@@ -78,3 +78,20 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// True when a wgpu adapter is present. Without one the test is skipped
+/// (with a line saying so), except where CI sets
+/// `MEMKERN_REQUIRE_WGPU=1`: there, no adapter is a failure.
+pub fn wgpu_present(test: &str) -> bool {
+    match memkern_models::llama::Backend::Wgpu.device() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("MEMKERN_REQUIRE_WGPU").is_none_or(|v| v != "1"),
+                "MEMKERN_REQUIRE_WGPU=1 but no wgpu adapter: {e}"
+            );
+            println!("SKIPPED: {test} — no wgpu adapter on this machine: {e}");
+            false
+        }
+    }
+}
