@@ -231,7 +231,8 @@ fn perplexity(llm: &Llm, adapter: Option<&Adapter>) -> Result<f64> {
 }
 
 /// (answers identical to the base model's, mean per-token NLL of the
-/// base model's answers under `adapter`) over [`GENERAL`].
+/// base model's answers under `adapter`) over [`GENERAL`]; without an
+/// adapter the answers are `base` itself.
 fn general(
     llm: &Llm,
     adapter: Option<&Adapter>,
@@ -241,7 +242,10 @@ fn general(
     let tok = llm.tokenizer();
     let (mut same, mut nll, mut count) = (0, 0f64, 0usize);
     for (i, (q, base_answer)) in GENERAL.iter().zip(base).enumerate() {
-        let a = answer(llm, adapter, q)?;
+        let a = match adapter {
+            Some(_) => answer(llm, adapter, q)?,
+            None => base_answer.clone(),
+        };
         if i < show {
             println!(
                 "    {} {q:?} -> {a:?}",
@@ -285,15 +289,6 @@ fn row_nll(llm: &Llm, ids: &[u32], rows: &[usize], adapter: Option<&Adapter>) ->
     Ok(nll)
 }
 
-/// The chat prompt of [`chat_prompt`] as text, for llama.cpp.
-fn chat_prompt_text(question: &str) -> String {
-    format!(
-        "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n\
-         <|im_start|>assistant\n",
-        lora::CHAT_SYSTEM
-    )
-}
-
 /// Closed-book contains-answer hits of llama.cpp's `llama-completion`
 /// (greedy) on `qa`, with the GGUF LoRA `lora` or without one.
 fn llama_cpp_score(
@@ -313,7 +308,7 @@ fn llama_cpp_score(
         let out = cmd
             .args(["-n", "24", "--temp", "0", "-no-cnv", "--no-display-prompt"])
             .args(["-t", "2", "--simple-io", "-p"])
-            .arg(chat_prompt_text(q))
+            .arg(lora::chat_prompt_text(q))
             .stdin(std::process::Stdio::null())
             .output()?;
         if !out.status.success() {
@@ -424,7 +419,7 @@ fn main() -> Result<()> {
         anchors_per_step,
     };
     let t = Instant::now();
-    let anchors = if anchor_weight > 0.0 && anchors_per_step > 0 {
+    let anchors = if cfg.uses_anchors() {
         standard_anchors(&llm)?
     } else {
         Vec::new()

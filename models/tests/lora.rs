@@ -113,6 +113,16 @@ fn question_ids(q: &str) -> Vec<u32> {
 }
 
 #[test]
+fn the_text_chat_prompt_is_the_same_prompt() {
+    // The bench hands llama.cpp the text form; it must be the same turn.
+    let tok = llm().tokenizer();
+    for q in ["What is my dog called?", "Where do I live?"] {
+        let text = lora::chat_prompt_text(q);
+        assert_eq!(tok.encode(&text).unwrap(), question_ids(q), "{text:?}");
+    }
+}
+
+#[test]
 fn fresh_adapter_is_the_identity() {
     let llm = llm();
     let a = Adapter::new(config(), llm.config(), llm.fingerprint(), llm.device());

@@ -62,16 +62,30 @@ pub fn applied_fingerprint(base: Fingerprint, adapter: &Adapter) -> Result<Finge
 pub const CHAT_SYSTEM: &str = "You are a helpful assistant running on the user's own device. \
 Answer in one short sentence, using these memories about the user when they are relevant:\n";
 
+/// What follows the user's message in a chat turn: the assistant header.
+const CHAT_TAIL: &str = "<|im_end|>\n<|im_start|>assistant\n";
+
+/// What precedes the user's message in a closed-book chat turn.
+fn chat_head() -> String {
+    format!("<|im_start|>system\n{CHAT_SYSTEM}<|im_end|>\n<|im_start|>user\n")
+}
+
 /// Token ids of a closed-book chat turn asking `question`: the system
 /// prompt without memory lines, the user's message and the assistant
 /// header — exactly what `memkern chat` prefills when no memory is
-/// retrieved.
+/// retrieved. The question is literal text (no control tokens).
 pub fn chat_prompt(tok: &Tokenizer, question: &str) -> Result<Vec<u32>, TokenizerError> {
-    let mut ids = tok.encode(&format!("<|im_start|>system\n{CHAT_SYSTEM}"))?;
-    ids.extend(tok.encode("<|im_end|>\n<|im_start|>user\n")?);
+    let mut ids = tok.encode(&chat_head())?;
     ids.extend(tok.encode_literal(question)?);
-    ids.extend(tok.encode("<|im_end|>\n<|im_start|>assistant\n")?);
+    ids.extend(tok.encode(CHAT_TAIL)?);
     Ok(ids)
+}
+
+/// [`chat_prompt`] as text, for tools that take a prompt string (llama.cpp's
+/// `llama-completion -p`); it tokenizes to the same ids when `question`
+/// holds no control-token text.
+pub fn chat_prompt_text(question: &str) -> String {
+    format!("{}{question}{CHAT_TAIL}", chat_head())
 }
 
 /// A training example from a question/answer pair in the chat layout of

@@ -92,6 +92,14 @@ pub struct TrainConfig {
     pub anchors_per_step: usize,
 }
 
+impl TrainConfig {
+    /// True when the run has an anchor term (a positive weight and at
+    /// least one anchor a step): only then are anchors worth computing.
+    pub fn uses_anchors(&self) -> bool {
+        self.anchor_weight > 0.0 && self.anchors_per_step > 0
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -296,7 +304,7 @@ impl<'m> Trainer<'m> {
         let mut loss = answer;
         let mut anchor_value = None;
         let per_step = self.config.anchors_per_step.min(self.anchors.len());
-        if per_step > 0 && self.config.anchor_weight > 0.0 {
+        if per_step > 0 && self.config.uses_anchors() {
             let mut kl: Option<Tensor<1>> = None;
             for i in 0..per_step {
                 let anchor = &self.anchors[(self.step * per_step + i) % self.anchors.len()];

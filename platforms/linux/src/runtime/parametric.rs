@@ -328,7 +328,7 @@ impl Runtime {
             anchor_weight: cfg.anchor_weight,
             anchors_per_step: usize::from(cfg.anchors_per_step),
         };
-        let anchors = if train.anchor_weight > 0.0 && train.anchors_per_step > 0 {
+        let anchors = if train.uses_anchors() {
             self.anchors_for(llm)?
         } else {
             Vec::new()
