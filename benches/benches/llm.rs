@@ -145,17 +145,33 @@ fn bench_backend(backend: Backend, gguf: &Path, dir: &Path) -> Result<Measured> 
     let w = workload(&llm)?;
     let sz = sizes(backend);
     let m = speed(&llm, &w, &sz)?;
-    ttft(&llm, &w, dir)?;
+    let cold = ttft(&llm, &w, dir)?;
     if backend == Backend::Cpu {
+        // The baseline in the same process: the same numerics on burn's
+        // dense f32 matmuls over dequantised weights (the path wgpu and
+        // LoRA training take), instead of the native ggml-exact kernels.
+        llm.set_native_kernels(false);
+        println!("\n## backend: {backend}, dense burn path (baseline: native kernels off)\n");
+        let dense = speed(&llm, &w, &sz)?;
+        let dense_cold = ttft(&llm, &w, dir)?;
         profile(&llm, &w)?;
-        // The same measurements with plain f32 arithmetic: the cost of
-        // llama.cpp-compatible rounding, and the q8 KV effect on a smooth
-        // forward pass.
-        llm.set_numerics(Numerics::F32);
-        println!("\n## backend: {backend}, F32 numerics\n");
-        speed(&llm, &w, &sz)?;
-        ttft(&llm, &w, dir)?;
-        profile(&llm, &w)?;
+        llm.set_native_kernels(true);
+        println!("\n### native kernels / dense burn path (same process)\n");
+        println!("| measure | native | dense | native speed-up |");
+        println!("|---|---:|---:|---:|");
+        for ((n, a), (_, b)) in m.prefill_tps.iter().zip(&dense.prefill_tps) {
+            println!("| prefill {n} tok/s | {a:.1} | {b:.1} | {:.2}× |", a / b);
+        }
+        println!(
+            "| decode tok/s | {:.1} | {:.1} | {:.2}× |",
+            m.decode_tps,
+            dense.decode_tps,
+            m.decode_tps / dense.decode_tps
+        );
+        println!(
+            "| cold TTFT ms | {cold:.0} | {dense_cold:.0} | {:.2}× |",
+            dense_cold / cold
+        );
     }
     if let Some(rss) = peak_rss_mib() {
         println!("\npeak RSS so far: {rss:.0} MiB");
@@ -206,8 +222,8 @@ fn speed(llm: &Llm, w: &Workload, sz: &Sizes) -> Result<Measured> {
 }
 
 /// Cold vs warm time-to-first-token, snapshot sizes and read times, and
-/// the quality effect of the snapshot dtype.
-fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<()> {
+/// the quality effect of the snapshot dtype. Returns the cold TTFT (ms).
+fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<f64> {
     let (mem, q) = (&w.memory, &w.query);
     println!(
         "\n### TTFT: {}-token memory prefix + {}-token question\n",
@@ -314,7 +330,7 @@ fn ttft(llm: &Llm, w: &Workload, dir: &Path) -> Result<()> {
         "\nf32 restore + question vs one-batch cold prefill: max |Δlogit| {diff:.2e}, same first token: {}",
         argmax(&cold_logits) == argmax(ref_logits)
     );
-    Ok(())
+    Ok(cold)
 }
 
 /// Where the time goes on the CPU: rounding of matmul inputs to Q8

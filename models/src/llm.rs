@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::fingerprint::Fingerprint;
 use crate::gguf::GgufFile;
+use crate::llama::native::GgmlIsa;
 use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama};
 use crate::session::Session;
 use crate::tokenizer::Tokenizer;
@@ -72,6 +73,20 @@ impl Llm {
     /// before keep their cache, computed the old way).
     pub fn set_numerics(&mut self, numerics: Numerics) {
         self.model.numerics = numerics;
+    }
+
+    /// Turns the native CPU kernels (ggml-exact quantised matmuls, see
+    /// [`crate::llama::native`]) on or off; off runs burn's dense matmuls
+    /// over the dequantised weights, the baseline the benchmarks compare
+    /// against. No effect on other backends, which have no native kernels.
+    pub fn set_native_kernels(&mut self, on: bool) {
+        self.model.native_kernels = on;
+    }
+
+    /// Chooses which ggml x86 build (AVX2 or AVX-512) the native CPU path
+    /// reproduces bit for bit; see [`GgmlIsa`].
+    pub fn set_ggml_isa(&mut self, isa: GgmlIsa) {
+        self.model.ggml_isa = isa;
     }
 
     /// A new session with an empty KV cache.

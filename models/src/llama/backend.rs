@@ -74,6 +74,12 @@ impl FromStr for Backend {
     }
 }
 
+/// Whether `device` is burn's `flex` CPU device (autodiff or not), where
+/// the native ggml kernels of [`super::native`] run.
+pub(crate) fn is_cpu(device: &Device) -> bool {
+    cpu_device().is_ok_and(|cpu| *device == cpu)
+}
+
 #[cfg(feature = "flex")]
 fn cpu_device() -> Result<Device, LlmError> {
     Ok(Device::flex())

@@ -3,14 +3,18 @@
 //! Kept apart from the model definition (as burn does) so the model reads
 //! like the architecture and the file format stays here.
 
+use std::sync::Arc;
+
 use burn::module::Param;
 use burn::nn::RmsNorm;
 use burn::tensor::{Device, Tensor, TensorData};
 use tracing::debug;
 
+use super::backend::is_cpu;
 use super::config::LlamaConfig;
 use super::error::LlmError;
 use super::model::{Attention, Block, Llama, Mlp};
+use super::native::{GgmlIsa, QMatrix};
 use super::quant::{BLOCK, Numerics, QLinear};
 use super::rope::Rope;
 use crate::gguf::quant::f16_to_f32;
@@ -33,7 +37,12 @@ pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, L
 pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result<Llama, LlmError> {
     let config = llama_config(gguf)?;
     let c = &config;
-    let loader = Loader { gguf, device };
+    let native = is_cpu(device);
+    let loader = Loader {
+        gguf,
+        device,
+        native,
+    };
     let token_embd = loader.matrix("token_embd.weight", c.vocab, c.hidden)?;
     let output = if gguf.tensor_info("output.weight").is_ok() {
         Some(Param::from_tensor(loader.matrix(
@@ -68,6 +77,12 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         });
     }
     let norm = loader.norm("output_norm.weight", c)?;
+    let head_name = if output.is_some() {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let head_native = loader.native(head_name)?;
     let rope = Rope::new(c.head_dim, c.context, c.rope_theta, device);
     debug!(
         layers = c.layers,
@@ -82,12 +97,17 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         rope,
         config,
         numerics: Numerics::default(),
+        head_native,
+        native_kernels: native,
+        ggml_isa: GgmlIsa::default(),
     })
 }
 
 struct Loader<'a, D> {
     gguf: &'a GgufFile<D>,
     device: &'a Device,
+    /// Whether to keep ggml blocks for the native CPU kernels.
+    native: bool,
 }
 
 impl<D: AsRef<[u8]>> Loader<'_, D> {
@@ -109,6 +129,15 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
         Ok(view)
     }
 
+    /// The ggml blocks of matrix `name` for the native CPU kernels, when
+    /// loading for the CPU and the type has a kernel.
+    fn native(&self, name: &str) -> Result<Option<Arc<QMatrix>>, LlmError> {
+        if !self.native {
+            return Ok(None);
+        }
+        Ok(QMatrix::from_view(&self.gguf.tensor(name)?)?.map(Arc::new))
+    }
+
     /// A `[rows, cols]` matrix (GGUF dims `[cols, rows]`) as f32.
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>, LlmError> {
         let view = self.view(name, &[cols as u64, rows as u64])?;
@@ -124,12 +153,14 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
     /// [`QLinear`]); other types are dequantised whole.
     fn linear(&self, name: &str, d_in: usize, d_out: usize) -> Result<QLinear, LlmError> {
         let view = self.view(name, &[d_in as u64, d_out as u64])?;
+        let native = self.native(name)?;
         if view.ty() != GgmlType::Q4_1 || !d_in.is_multiple_of(BLOCK) {
             let w = dequantize_rows(&view, d_out, d_in)?;
             let w = Tensor::<2>::from_data(TensorData::new(w, [d_out, d_in]), self.device);
             return Ok(QLinear {
                 weight: Param::from_tensor(w.transpose()),
                 mins: None,
+                native,
             });
         }
         let blocks = view.q4_1_blocks()?;
@@ -153,6 +184,7 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
         Ok(QLinear {
             weight: Param::from_tensor(w.transpose()),
             mins: Some(Param::from_tensor(m.transpose())),
+            native,
         })
     }
 

@@ -27,8 +27,10 @@ mod backend;
 mod cache;
 mod config;
 mod error;
+mod host;
 mod loader;
 mod model;
+pub mod native;
 mod quant;
 mod rope;
 
@@ -38,5 +40,5 @@ pub use config::LlamaConfig;
 pub use error::LlmError;
 pub use loader::{llama_config, load_llama};
 pub use model::{Attention, Block, Llama, Logits, Mlp};
-pub use quant::{Numerics, QLinear, quantize_q8, round_f16};
+pub use quant::{Numerics, QInput, QLinear, quantize_q8, round_f16};
 pub use rope::Rope;

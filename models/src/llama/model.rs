@@ -3,6 +3,8 @@
 //!
 //! Shapes use one sequence (no batch axis): activations are `[seq, hidden]`.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::activation::{silu, softmax};
@@ -11,7 +13,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::error::LlmError;
-use super::quant::{Numerics, QLinear};
+use super::native::{GgmlIsa, QMatrix};
+use super::quant::{Numerics, QInput, QLinear, native_matmul};
 use super::rope::Rope;
 use crate::lora::{Adapter, Target};
 
@@ -27,9 +30,16 @@ struct Pass<'a> {
     numerics: Numerics,
     /// A LoRA adapter applied beside the base weights.
     adapter: Option<&'a Adapter>,
+    /// Whether projections may use their native CPU kernels.
+    native: bool,
 }
 
 impl Pass<'_> {
+    /// `x` as the input of one or more projections.
+    fn input(&self, x: Tensor<2>) -> QInput {
+        QInput::new(x, self.numerics, self.native)
+    }
+
     /// A copy of `x` for the adapter's low-rank path, only when an adapter
     /// is applied.
     ///
@@ -104,10 +114,8 @@ impl Attention {
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
         let raw = pass.keep(&x);
-        let xq = nx.quantize(x);
-        let proj = |lin: &QLinear, t: Target| {
-            pass.adapt(layer, t, raw.as_ref(), lin.forward_quantized(&xq))
-        };
+        let xq = pass.input(x);
+        let proj = |lin: &QLinear, t: Target| pass.adapt(layer, t, raw.as_ref(), lin.apply(&xq));
         let q = nx.round_f16(rope.apply(split(proj(&self.q, Target::Q), h), start));
         let k = nx.round_f16(rope.apply(split(proj(&self.k, Target::K), kvh), start));
         let v = nx.round_f16(split(proj(&self.v, Target::V), kvh));
@@ -135,7 +143,8 @@ impl Attention {
         let out = p.matmul(v).reshape([h, seq, d]);
         let out = out.swap_dims(0, 1).reshape([seq, hidden]);
         let raw = pass.keep(&out);
-        pass.adapt(layer, Target::O, raw.as_ref(), self.o.forward(out, nx))
+        let o = self.o.apply(&pass.input(out));
+        pass.adapt(layer, Target::O, raw.as_ref(), o)
     }
 }
 
@@ -152,24 +161,14 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<2>, pass: &Pass<'_>, layer: usize) -> Tensor<2> {
-        let nx = pass.numerics;
         let raw = pass.keep(&x);
-        let xq = nx.quantize(x);
-        let gate = pass.adapt(
-            layer,
-            Target::Gate,
-            raw.as_ref(),
-            self.gate.forward_quantized(&xq),
-        );
-        let up = pass.adapt(
-            layer,
-            Target::Up,
-            raw.as_ref(),
-            self.up.forward_quantized(&xq),
-        );
+        let xq = pass.input(x);
+        let gate = pass.adapt(layer, Target::Gate, raw.as_ref(), self.gate.apply(&xq));
+        let up = pass.adapt(layer, Target::Up, raw.as_ref(), self.up.apply(&xq));
         let h = silu(gate) * up;
         let raw = pass.keep(&h);
-        pass.adapt(layer, Target::Down, raw.as_ref(), self.down.forward(h, nx))
+        let down = self.down.apply(&pass.input(h));
+        pass.adapt(layer, Target::Down, raw.as_ref(), down)
     }
 }
 
@@ -237,6 +236,19 @@ pub struct Llama {
     /// How intermediate values are rounded.
     #[module(skip)]
     pub numerics: Numerics,
+    /// The LM head's ggml blocks for the native CPU path (see
+    /// [`QLinear`]); `None` on other devices.
+    #[module(skip)]
+    pub head_native: Option<Arc<QMatrix>>,
+    /// Whether layers with native CPU kernels use them (`false` runs the
+    /// dense burn path everywhere: the baseline the benchmarks compare
+    /// against).
+    #[module(skip)]
+    pub native_kernels: bool,
+    /// Which ggml x86 build the native CPU path reproduces (they differ in
+    /// attention's f16 dot product and in SiLU).
+    #[module(skip)]
+    pub ggml_isa: GgmlIsa,
 }
 
 impl Llama {
@@ -269,6 +281,9 @@ impl Llama {
         let start = cache.len();
         let total = self.check_input(tokens, start)?;
         cache.reserve(total)?;
+        if self.host_ready() {
+            return self.forward_host(tokens, cache, logits, adapter);
+        }
         let seq = tokens.len();
         let x = self.hidden(tokens, start, Some(cache), adapter, self.numerics);
         cache.set_len(total);
@@ -353,6 +368,7 @@ impl Llama {
             mask: mask.as_ref(),
             numerics,
             adapter,
+            native: self.native_kernels,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, &pass, cache.as_deref_mut(), layer);
@@ -363,7 +379,14 @@ impl Llama {
     /// Final norm and LM head. The LM head is a Q8_0 matrix in llama.cpp:
     /// its input is quantised to Q8_0 blocks like any other matmul input.
     fn head(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
-        let (x, _) = numerics.quantize(self.norm.forward(x));
+        let input = QInput::new(self.norm.forward(x), numerics, self.native_kernels);
+        if input.native_allowed()
+            && let Some(m) = &self.head_native
+            && let Some(y) = native_matmul(m, &input)
+        {
+            return y;
+        }
+        let (x, _) = input.into_dense();
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
         x.matmul(head.transpose())
     }

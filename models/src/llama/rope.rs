@@ -1,5 +1,7 @@
 //! Rotary position embedding (RoPE) with precomputed cos/sin tables.
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -18,6 +20,10 @@ pub struct Rope {
     cos: Tensor<2>,
     /// `sin θ_i(p)`, shape `[positions, head_dim / 2]`.
     sin: Tensor<2>,
+    /// The same tables on the host (`cos`, `sin`, row-major), for the
+    /// native CPU forward pass.
+    #[module(skip)]
+    host: Arc<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Rope {
@@ -40,9 +46,19 @@ impl Rope {
             }
         }
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, [positions, half]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [positions, half]), device),
+            cos: Tensor::from_data(TensorData::new(cos.clone(), [positions, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), [positions, half]), device),
+            host: Arc::new((cos, sin)),
         }
+    }
+
+    /// `cos θ_i(p)` and `sin θ_i(p)` of position `p` (`head_dim / 2`
+    /// values each); empty slices beyond the tables.
+    pub fn host_row(&self, p: usize) -> (&[f32], &[f32]) {
+        let half = self.cos.dims()[1];
+        let (cos, sin) = &*self.host;
+        let r = p * half..(p + 1) * half;
+        (cos.get(r.clone()).unwrap_or(&[]), sin.get(r).unwrap_or(&[]))
     }
 
     /// Number of positions the tables cover.

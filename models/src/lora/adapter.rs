@@ -469,6 +469,8 @@ impl Adapter {
                 let delta = p.a.val().matmul(p.b.val()).mul_scalar(s);
                 let w = lin.weight.val() + delta;
                 lin.weight = Param::from_tensor(w);
+                // The file's blocks no longer describe the weight.
+                lin.native = None;
             }
         }
         Ok(())

@@ -1,0 +1,211 @@
+//! The CPU forward pass on host rows: every operation as llama.cpp's CPU
+//! backend computes it ([`super::native`]), between the burn tensors of
+//! the model's weights, its KV cache and the caller.
+//!
+//! Exists because on the CPU the tensor library's own matmul and
+//! elementwise kernels round differently from ggml (and differently on
+//! different CPUs); this path gives the same bits as llama.cpp on every
+//! CPU, and reads the 4-bit weights directly. Other devices and autodiff
+//! (LoRA training) take the burn path in [`super::model`].
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::cache::KvCache;
+use super::error::LlmError;
+use super::model::{Block, Llama, Logits};
+use super::native::{self, AttnShape, Q8Rows, QMatrix};
+use super::quant::{Numerics, QLinear};
+use crate::lora::{Adapter, Target};
+
+/// A projection's input rows, quantised once per block format asked for.
+struct Rows<'a> {
+    x: &'a [f32],
+    q8_1: Option<Q8Rows>,
+    q8_0: Option<Q8Rows>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(x: &'a [f32]) -> Self {
+        Self {
+            x,
+            q8_1: None,
+            q8_0: None,
+        }
+    }
+
+    /// `x · Wᵀ` for `m`'s block format.
+    fn times(&mut self, m: &QMatrix) -> Result<Vec<f32>, LlmError> {
+        let slot = if m.wants_sums() {
+            &mut self.q8_1
+        } else {
+            &mut self.q8_0
+        };
+        if slot.is_none() {
+            *slot = m.quantize(self.x);
+        }
+        match slot {
+            Some(q) => m.matmul(q),
+            None => Err(LlmError::Backend(format!(
+                "{} values are not rows of {}",
+                self.x.len(),
+                m.cols()
+            ))),
+        }
+    }
+}
+
+/// Reads a tensor back as f32 values.
+fn host(t: Tensor<2>) -> Result<Vec<f32>, LlmError> {
+    t.try_into_vec_as::<f32>()
+        .map_err(|e| LlmError::Backend(format!("reading a tensor back: {e:?}")))
+}
+
+/// The matrix of a projection that the caller checked has one.
+fn matrix(lin: &QLinear) -> Result<&QMatrix, LlmError> {
+    lin.native
+        .as_deref()
+        .ok_or_else(|| LlmError::Backend("a projection lost its native weights".into()))
+}
+
+impl Llama {
+    /// Whether [`Self::forward_with`] runs on the host path: the CPU with
+    /// native kernels on, llama.cpp's numerics, and every matrix in a
+    /// format the kernels read.
+    pub(super) fn host_ready(&self) -> bool {
+        let lin = |l: &QLinear| l.native.is_some();
+        self.native_kernels
+            && self.numerics == Numerics::Ggml
+            && self.head_native.is_some()
+            && !self.token_embd.device().is_autodiff()
+            && self.blocks.iter().all(|b| {
+                let (a, m) = (&b.attn, &b.mlp);
+                [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+                    .into_iter()
+                    .all(lin)
+            })
+    }
+
+    /// [`Self::forward_with`] on the host path; the caller has validated
+    /// `tokens` and reserved room in `cache` for positions
+    /// `cache.len()..cache.len() + tokens.len()`.
+    pub(super) fn forward_host(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        adapter: Option<&Adapter>,
+    ) -> Result<Tensor<2>, LlmError> {
+        let c = &self.config;
+        let (start, seq) = (cache.len(), tokens.len());
+        let device = self.token_embd.device();
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &device);
+        let mut x = host(self.token_embd.val().select(0, ids))?;
+        let delta = |layer: usize, t: Target, rows: &[f32], width: usize| match adapter {
+            Some(a) => {
+                let n = rows.len() / width;
+                let input =
+                    Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &device);
+                a.delta(layer, t, input).map(host).transpose()
+            }
+            None => Ok(None),
+        };
+        let add = |y: &mut Vec<f32>, d: Option<Vec<f32>>| {
+            if let Some(d) = d {
+                y.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+            }
+        };
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let Block {
+                attn_norm,
+                attn,
+                ffn_norm,
+                mlp,
+            } = block;
+            // Attention.
+            let normed = native::rms_norm(&x, &host_1d(&attn_norm.gamma.val())?, c.rms_eps);
+            let mut rows = Rows::new(&normed);
+            let mut proj = |lin: &QLinear, t: Target| -> Result<Vec<f32>, LlmError> {
+                let mut y = rows.times(matrix(lin)?)?;
+                add(&mut y, delta(layer, t, &normed, c.hidden)?);
+                Ok(y)
+            };
+            let mut q = proj(&attn.q, Target::Q)?;
+            let mut k = proj(&attn.k, Target::K)?;
+            let v = proj(&attn.v, Target::V)?;
+            let d = c.head_dim;
+            for i in 0..seq {
+                let (cos, sin) = self.rope.host_row(start + i);
+                for head in q[i * c.heads * d..(i + 1) * c.heads * d].chunks_exact_mut(d) {
+                    native::rope_pairs(head, cos, sin);
+                }
+                for head in k[i * c.kv_heads * d..(i + 1) * c.kv_heads * d].chunks_exact_mut(d) {
+                    native::rope_pairs(head, cos, sin);
+                }
+            }
+            // The f16 cache stores [kv_heads][seq][head_dim].
+            let to_cache = |t: &[f32]| {
+                let mut o = vec![0f32; t.len()];
+                for i in 0..seq {
+                    for h in 0..c.kv_heads {
+                        let (src, dst) = ((i * c.kv_heads + h) * d, (h * seq + i) * d);
+                        for j in 0..d {
+                            o[dst + j] = native::round_f16(t[src + j]);
+                        }
+                    }
+                }
+                o
+            };
+            cache.import_layer(layer, start, seq, to_cache(&k), to_cache(&v));
+            let total = start + seq;
+            let (keys, values) = cache.export_layer(layer, 0..total)?;
+            let shape = AttnShape {
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: d,
+                seq,
+                start,
+                total,
+                isa: self.ggml_isa,
+            };
+            let att = native::attention(&q, &keys, &values, shape);
+            let mut o = Rows::new(&att).times(matrix(&attn.o)?)?;
+            add(&mut o, delta(layer, Target::O, &att, c.heads * d)?);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += *b);
+            // Feed-forward.
+            let normed = native::rms_norm(&x, &host_1d(&ffn_norm.gamma.val())?, c.rms_eps);
+            let mut rows = Rows::new(&normed);
+            let mut gate = rows.times(matrix(&mlp.gate)?)?;
+            add(&mut gate, delta(layer, Target::Gate, &normed, c.hidden)?);
+            let mut up = rows.times(matrix(&mlp.up)?)?;
+            add(&mut up, delta(layer, Target::Up, &normed, c.hidden)?);
+            let h = native::swiglu(&gate, &up, self.ggml_isa);
+            let mut down = Rows::new(&h).times(matrix(&mlp.down)?)?;
+            add(&mut down, delta(layer, Target::Down, &h, c.ffn)?);
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += *b);
+        }
+        cache.set_len(start + seq);
+        let last = match logits {
+            Logits::Last => &x[(seq - 1) * c.hidden..],
+            Logits::All => &x[..],
+        };
+        let normed = native::rms_norm(last, &host_1d(&self.norm.gamma.val())?, c.rms_eps);
+        let head = self
+            .head_native
+            .as_deref()
+            .ok_or_else(|| LlmError::Backend("the LM head lost its native weights".into()))?;
+        let n = normed.len() / c.hidden;
+        let out = Rows::new(&normed).times(head)?;
+        Ok(Tensor::from_data(
+            TensorData::new(out, [n, c.vocab]),
+            &device,
+        ))
+    }
+}
+
+/// Reads a 1-D tensor (a norm weight) back as f32 values.
+fn host_1d(t: &Tensor<1>) -> Result<Vec<f32>, LlmError> {
+    t.clone()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| LlmError::Backend(format!("reading a norm weight: {e:?}")))
+}

@@ -1,0 +1,476 @@
+//! RMSNorm, SwiGLU, RoPE and attention the way ggml's CPU code computes
+//! them (x86 AVX2 + FMA build), on host rows.
+//!
+//! Each function names the ggml routine it follows. Only IEEE-defined
+//! operations are used (products, sums, fused multiply-adds, square
+//! roots, glibc's `expf` where ggml calls it), in ggml's order, so the
+//! results do not depend on the CPU this runs on.
+
+/// Which of ggml's x86 builds to reproduce.
+///
+/// Exists because their SIMD code differs where it matters: the f16 dot
+/// product of attention sums 8-lane or 16-lane partial sums, and SiLU's
+/// vectorised `expf` is a different routine (AVX-512 scales by `2^n` with
+/// `vscalefps`). Both are reproduced here in portable code, so either can
+/// be chosen on any CPU. The reference fixture
+/// (`shared/fixtures/smollm2_reference.jsonl`) was made by an AVX-512
+/// build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GgmlIsa {
+    /// `-DGGML_AVX2=ON` (with FMA and F16C): what most x86 machines run.
+    Avx2,
+    /// `-DGGML_AVX512=ON` (AVX-512F): the reference fixture's build.
+    #[default]
+    Avx512,
+}
+
+/// Rounds to the nearest f16 (ties to even) and widens back: what ggml's
+/// f16 stores do.
+///
+/// Bit arithmetic instead of a conversion round trip (this runs for every
+/// value of every attention accumulator update): the mantissa is rounded
+/// to 10 bits with ties to even; f16's subnormal range rounds to multiples
+/// of 2⁻²⁴; beyond 65 504 + ½ ulp it overflows to ±∞. Tested against
+/// `half` over 2²⁴ bit patterns.
+#[inline(always)]
+pub fn round_f16(x: f32) -> f32 {
+    let a = x.abs();
+    if a < 1.0 / 16_384.0 {
+        // Below 2^-14, f16 spacing is 2^-24: an exact scaling, one rounding.
+        return (x * 16_777_216.0).round_ties_even() * (1.0 / 16_777_216.0);
+    }
+    if x.is_nan() {
+        return x;
+    }
+    if a >= 65_520.0 {
+        return f32::INFINITY.copysign(x);
+    }
+    let b = x.to_bits();
+    f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff)
+}
+
+/// `ggml_compute_forward_rms_norm_f32` followed by the multiplication with
+/// the norm weight: per row, `Σx²` in f64 over f32 squares, `mean` as f32,
+/// `scale = 1/√(mean + ε)`, `y = (x·scale)·w`.
+///
+/// `x` is `rows × w.len()`, row-major.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let cols = w.len().max(1);
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks(cols).zip(y.chunks_mut(cols)) {
+        let sum: f64 = xr.iter().map(|v| f64::from(v * v)).sum();
+        let mean = (sum / cols as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), g) in yr.iter_mut().zip(xr).zip(w) {
+            *o = (v * scale) * g;
+        }
+    }
+    y
+}
+
+/// ggml's vectorised `expf` (`ggml_v_expf`, AVX2 + FMA: ARM's optimised
+/// routine, max error 1.5 ulp), one lane. Used by its SiLU.
+pub fn expf_ggml(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let r = f(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f(0x3fb8_aa3b), r); // log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(f(0x35bf_be8e), (-n).mul_add(f(0x3f31_7200), x));
+    let e = z.to_bits().wrapping_shl(23);
+    let k = f(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = f(0x3c07_2010)
+        .mul_add(b, f(0x3d2b_9f17))
+        .mul_add(u, f(0x3e2a_af33).mul_add(b, f(0x3eff_fedb)))
+        .mul_add(u, f(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f(g.wrapping_add(0x7f00_0000));
+    let s2 = f(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// ggml's AVX-512 `ggml_v_expf`, one lane: the same reduction and
+/// polynomial as [`expf_ggml`] but `j = p(b) + 1` scaled by `2^n`
+/// (`vscalefps`, one rounding), 0 or ∞ beyond |n| > 192.
+pub fn expf_ggml_avx512(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let r = f(0x4b40_0000);
+    let z = x.mul_add(f(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(f(0x35bf_be8e), (-n).mul_add(f(0x3f31_7200), x));
+    let u = b * b;
+    let j = f(0x3c07_2010)
+        .mul_add(b, f(0x3d2b_9f17))
+        .mul_add(u, f(0x3e2a_af33).mul_add(b, f(0x3eff_fedb)))
+        .mul_add(u, f(0x3f7f_fff6).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // j·2^n is exact in f64 (|n| ≤ 192); one rounding to f32, as vscalefps.
+    (f64::from(j) * 2f64.powi(n as i32)) as f32
+}
+
+/// `ggml_vec_swiglu_f32`: `silu(gate)·up` with
+/// `silu(x) = x / (1 + expf(0 − x))`, `expf` being `isa`'s vectorised one.
+pub fn swiglu(gate: &[f32], up: &[f32], isa: GgmlIsa) -> Vec<f32> {
+    let exp = match isa {
+        GgmlIsa::Avx2 => expf_ggml,
+        GgmlIsa::Avx512 => expf_ggml_avx512,
+    };
+    gate.iter()
+        .zip(up)
+        .map(|(&x, &u)| (x / (1.0 + exp(0.0 - x))) * u)
+        .collect()
+}
+
+/// `rotate_pairs` of ggml's RoPE (`GGML_ROPE_TYPE_NORMAL`: adjacent
+/// pairs) on one head's values, with `cos`/`sin` of its position.
+///
+/// `x0·cos − x1·sin` and `x0·sin + x1·cos` with the first product fused
+/// into the sum: GCC contracts ggml's C++ this way under its default
+/// `-ffp-contract=fast` (measured: the unfused and the other fused forms
+/// differ from llama.cpp's logits, this one matches them to the bit).
+pub fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for ((p, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
+        let (x0, x1) = (p[0], p[1]);
+        p[0] = x0.mul_add(c, -(x1 * s));
+        p[1] = x0.mul_add(s, x1 * c);
+    }
+}
+
+/// `ggml_vec_dot_f16` of two rows of f16 values (held as f32), as `isa`
+/// computes it: four FMA accumulators of 8 (AVX2) or 16 (AVX-512) lanes
+/// over 32- or 64-value steps, reduced pairwise, the tail added in f64.
+fn dot_f16(x: &[f32], y: &[f32], isa: GgmlIsa) -> f32 {
+    match isa {
+        GgmlIsa::Avx2 => dot_f16_lanes::<8>(x, y),
+        GgmlIsa::Avx512 => dot_f16_lanes::<16>(x, y),
+    }
+}
+
+/// [`dot_f16`] with `L` lanes per register.
+fn dot_f16_lanes<const L: usize>(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let step = 4 * L;
+    let np = n - n % step;
+    let mut sum = [[0f32; L]; 4];
+    for i in (0..np).step_by(step) {
+        for (j, acc) in sum.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let e = i + L * j + l;
+                *a = x[e].mul_add(y[e], *a);
+            }
+        }
+    }
+    let mut flat = [0f32; 64];
+    for (j, acc) in sum.iter().enumerate() {
+        flat[j * L..(j + 1) * L].copy_from_slice(acc);
+    }
+    let r = reduce_lanes(&flat[..4 * L], L);
+    let mut sumf = f64::from(r);
+    for e in np..n {
+        sumf += f64::from(x[e] * y[e]);
+    }
+    sumf as f32
+}
+
+/// ggml's reduction of four `lanes`-wide accumulators (`acc[j·lanes + l]`):
+/// `(a0 + a2) + (a1 + a3)` lane-wise, then the register halved until four
+/// values are left — `hsum` of the 256-bit register (low + high 128 bits,
+/// then two `hadd`s) and GCC's `_mm512_reduce_add_ps` (halves of 256, 128,
+/// then 64 and 32 bits) both add element i to element i + width/2 — and
+/// finally `(v0 + v1) + (v2 + v3)` for 8 lanes, `(v0 + v2) + (v1 + v3)`
+/// for 16.
+fn reduce_lanes(acc: &[f32], lanes: usize) -> f32 {
+    let mut v = [0f32; 16];
+    for l in 0..lanes {
+        v[l] = (acc[l] + acc[2 * lanes + l]) + (acc[lanes + l] + acc[3 * lanes + l]);
+    }
+    let mut w = lanes;
+    while w > 4 {
+        w /= 2;
+        for l in 0..w {
+            v[l] += v[l + w];
+        }
+    }
+    if lanes == 8 {
+        (v[0] + v[1]) + (v[2] + v[3])
+    } else {
+        (v[0] + v[2]) + (v[1] + v[3])
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (each serves `heads / kv_heads` query heads).
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Query rows (tokens) in this call.
+    pub seq: usize,
+    /// Absolute position of the first query row.
+    pub start: usize,
+    /// Which ggml build's f16 dot product to reproduce.
+    pub isa: GgmlIsa,
+    /// Cached positions the keys and values cover (`start + seq`).
+    pub total: usize,
+}
+
+/// Causal grouped-query attention as ggml's CPU flash attention
+/// (`ggml_compute_forward_flash_attn_ext_f16_one_chunk`, f16 K/V) computes
+/// it, for query rows `q` (`[seq][heads·head_dim]`, after RoPE, f32) over
+/// keys and values `k`, `v` (`[kv_heads][total][head_dim]`, f16 values).
+///
+/// Per query: the query rounded to f16; for each visible key, `s =
+/// dot_f16(k, q)·scale`, online softmax with `expf`, the value
+/// accumulator kept in f16 (`VKQ16 = f16(fma(v, e^{s−M}, VKQ16))`, scaled
+/// when the maximum moves), `S = S·ms + vs` fused; finally `VKQ / S`.
+/// Returns `[seq][heads·head_dim]`.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
+    use rayon::prelude::*;
+    let AttnShape {
+        heads,
+        kv_heads,
+        head_dim: d,
+        seq,
+        start,
+        total,
+        isa,
+    } = sh;
+    let group = (heads / kv_heads.max(1)).max(1);
+    let mut out = vec![0f32; seq * heads * d];
+    // One (query, head) row per task: each is independent and sequential
+    // inside, so the thread count never changes a bit.
+    out.par_chunks_mut(d.max(1))
+        .enumerate()
+        .for_each(|(row, o)| {
+            let (i, h) = (row / heads, row % heads);
+            let visible = (start + i + 1).min(total);
+            let kvh = h / group;
+            let at = kvh * total * d;
+            let keys = &k[at..at + visible * d];
+            let values = &v[at..at + visible * d];
+            attend_row(&q[row * d..(row + 1) * d], keys, values, o, isa);
+        });
+    out
+}
+
+/// One query row of [`attention`] over `keys` / `values` (`visible ×
+/// head_dim`), written to `out`.
+fn attend_row(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() && q.len().is_multiple_of(64) {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+        unsafe { simd::attend_row(q, keys, values, out, isa) };
+        return;
+    }
+    attend_row_portable(q, keys, values, out, isa);
+}
+
+/// The portable version of [`attend_row`].
+fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
+    let d = q.len();
+    let scale = 1.0 / (d as f32).sqrt();
+    let qh: Vec<f32> = q.iter().map(|&x| round_f16(x)).collect();
+    let mut acc = vec![0f32; d];
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    for (kr, vr) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
+        let s = dot_f16(kr, &qh, isa) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            for a in acc.iter_mut() {
+                *a = round_f16(*a * ms);
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        for (a, &x) in acc.iter_mut().zip(vr) {
+            *a = round_f16(x.mul_add(vs, *a));
+        }
+        s_sum = s_sum.mul_add(ms, vs);
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+/// [`attend_row`] with AVX2 + FMA + F16C: the same operations on 8 lanes
+/// at a time (identical bits: lane-wise FMAs, hardware f16 rounding).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use core::arch::x86_64::*;
+
+    use super::{GgmlIsa, reduce_lanes, round_f16};
+
+    /// Whether this CPU can run [`attend_row`].
+    pub fn available() -> bool {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::env::var_os("MEMKERN_PORTABLE_KERNELS").is_none()
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f16_round(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and `q.len()` must be a
+    /// multiple of 64 (the caller checks both).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend_row(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        out: &mut [f32],
+        isa: GgmlIsa,
+    ) {
+        let d = q.len();
+        let scale = 1.0 / (d as f32).sqrt();
+        let qh: Vec<f32> = q.iter().map(|&x| round_f16(x)).collect();
+        let mut acc = vec![0f32; d];
+        let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+        // Lanes per ggml register: 8 (AVX2) or 16 (AVX-512, as two halves).
+        let lanes = match isa {
+            GgmlIsa::Avx2 => 8,
+            GgmlIsa::Avx512 => 16,
+        };
+        let step = 4 * lanes;
+        for (kr, vr) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
+            // ggml_vec_dot_f16: accumulator j of lane l sums elements
+            // i·step + j·lanes + l over the steps i.
+            let mut sum = [_mm256_setzero_ps(); 8];
+            for i in (0..d).step_by(step) {
+                for (half_reg, acc8) in sum.iter_mut().enumerate().take(step / 8) {
+                    let e = i + half_reg * 8;
+                    // SAFETY: e + 8 ≤ d ≤ both rows' lengths.
+                    let (x, y) = unsafe {
+                        (
+                            _mm256_loadu_ps(kr.as_ptr().add(e)),
+                            _mm256_loadu_ps(qh.as_ptr().add(e)),
+                        )
+                    };
+                    *acc8 = _mm256_fmadd_ps(x, y, *acc8);
+                }
+            }
+            let mut flat = [0f32; 64];
+            for (j, s8) in sum.iter().enumerate() {
+                // SAFETY: 8 writable f32s at j·8 < 64.
+                unsafe { _mm256_storeu_ps(flat.as_mut_ptr().add(j * 8), *s8) };
+            }
+            let s = reduce_lanes(&flat[..step], lanes) * scale;
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                let msv = _mm256_set1_ps(ms);
+                for c in acc.chunks_exact_mut(8) {
+                    // SAFETY: c is 8 f32s.
+                    unsafe {
+                        let a = _mm256_loadu_ps(c.as_ptr());
+                        _mm256_storeu_ps(c.as_mut_ptr(), f16_round(_mm256_mul_ps(a, msv)));
+                    }
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            let vsv = _mm256_set1_ps(vs);
+            for (c, x) in acc.chunks_exact_mut(8).zip(vr.chunks_exact(8)) {
+                // SAFETY: c and x are 8 f32s each.
+                unsafe {
+                    let a = _mm256_loadu_ps(c.as_ptr());
+                    let xv = _mm256_loadu_ps(x.as_ptr());
+                    _mm256_storeu_ps(c.as_mut_ptr(), f16_round(_mm256_fmadd_ps(xv, vsv, a)));
+                }
+            }
+            s_sum = s_sum.mul_add(ms, vs);
+        }
+        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = a * inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+
+    #[test]
+    fn round_f16_matches_half() {
+        for i in 0..(1u32 << 24) {
+            let bits = i.wrapping_mul(0x9e37_79b9) ^ (i << 8);
+            let x = f32::from_bits(bits);
+            let want = f16::from_f32(x).to_f32();
+            let got = round_f16(x);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x:e} ({bits:#x}): {got:e} vs {want:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn expf_ggml_is_close_to_expf() {
+        for i in -1700..1700 {
+            let x = i as f32 * 0.05;
+            let (a, b) = (expf_ggml(x), x.exp());
+            assert!(((a - b) / b).abs() < 4e-7, "{x}: {a} vs {b}");
+        }
+        assert_eq!(expf_ggml(-200.0), 0.0);
+        assert!(expf_ggml(100.0).is_infinite());
+        for i in -1700..1700 {
+            let x = i as f32 * 0.05;
+            let (a, b) = (expf_ggml_avx512(x), x.exp());
+            assert!(((a - b) / b).abs() < 4e-7, "{x}: {a} vs {b}");
+        }
+        assert_eq!(expf_ggml_avx512(-200.0), 0.0);
+    }
+
+    #[test]
+    fn rms_norm_normalises() {
+        let x = [3.0f32, 4.0, 0.0, 0.0];
+        let y = rms_norm(&x, &[1.0; 4], 0.0);
+        let rms = (y.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_of_one_key_is_its_value() {
+        let sh = AttnShape {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 32,
+            seq: 1,
+            start: 0,
+            total: 1,
+            isa: GgmlIsa::Avx2,
+        };
+        let q = vec![0.5f32; 64];
+        let k = vec![0.25f32; 32];
+        let v: Vec<f32> = (0..32).map(|i| round_f16(i as f32 * 0.1)).collect();
+        let out = attention(&q, &k, &v, sh);
+        assert_eq!(&out[..32], &v[..]);
+        assert_eq!(&out[32..], &v[..]);
+    }
+}
