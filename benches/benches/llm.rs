@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use memkern_core::cube::KvDtype;
 use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
-use memkern_models::llama::{Backend, KvCache, Logits, Numerics};
+use memkern_models::llama::{Backend, KvCache, Logits};
 use memkern_models::sampling::argmax;
 use memkern_models::tokenizer::ChatMessage;
 use memkern_models::{Llm, Sampler, Snapshot, SnapshotOptions};

@@ -15,13 +15,19 @@
 //! Numerics ([`Numerics`]): by default the forward pass rounds where
 //! llama.cpp's CPU path rounds — matmul inputs to 8-bit blocks (Q8_1 for
 //! the Q4_1 projections, Q8_0 for the Q8_0 LM head), keys, values, queries
-//! and attention probabilities to f16 — with weights dequantised exactly
-//! (Q4_1 as `d·q` plus per-block minimums, so `d_w·d_x·Σq_w q_x + m_w·s_x`
-//! is reproduced). [`Numerics::F32`] computes everything in f32 instead.
-//! 8-bit activation rounding makes the arithmetic chaotic: two evaluation
-//! orders of the same prompt (batch prefill vs one token at a time) differ
-//! by up to ~1 logit in either implementation, so llama.cpp's tokens can
-//! only be reproduced up to near-ties; `models/README.md` has the numbers.
+//! and attention probabilities to f16. [`Numerics::F32`] computes
+//! everything in f32 instead.
+//!
+//! Two paths compute the default numerics:
+//! - on the CPU, [`native`] (kernels) and `host.rs` (the forward pass on
+//!   host rows) do what ggml's CPU backend does, operation for operation,
+//!   over the file's quantised blocks: the logits equal llama.cpp's to the
+//!   bit, on any CPU (`models/README.md` shows how that was verified);
+//! - elsewhere (wgpu, autodiff for LoRA training, or
+//!   `native_kernels = false`) burn's dense f32 matmuls over the
+//!   dequantised weights (Q4_1 as `d·q` plus per-block minimums). 8-bit
+//!   activation rounding makes that arithmetic chaotic, so it reproduces
+//!   llama.cpp's tokens only up to near-ties.
 
 mod backend;
 mod cache;

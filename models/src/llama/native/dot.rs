@@ -19,14 +19,20 @@ fn hsum8(a: [f32; 8]) -> f32 {
     (r[0] + r[2]) + (r[1] + r[3])
 }
 
-/// Weight `e` (0..32) of a Q4_1 block's 16 nibble bytes.
+/// The 8 lane sums of one block: lane `l` holds `Σ_{e=4l}^{4l+3} w_e·x_e`,
+/// in integers (exact). Written as whole-array steps so the compiler can
+/// vectorise it (NEON on ARM).
 #[inline(always)]
-fn nibble(q: &[u8; 16], e: usize) -> i32 {
-    if e < 16 {
-        i32::from(q[e] & 0x0f)
-    } else {
-        i32::from(q[e - 16] >> 4)
+fn lane_sums(w: &[i32; 32], x: &[i8; 32]) -> [i32; 8] {
+    let mut p = [0i32; 32];
+    for ((o, &a), &b) in p.iter_mut().zip(w).zip(x) {
+        *o = a * i32::from(b);
     }
+    let mut s = [0i32; 8];
+    for (o, c) in s.iter_mut().zip(p.chunks_exact(4)) {
+        *o = (c[0] + c[1]) + (c[2] + c[3]);
+    }
+    s
 }
 
 /// Σ_blocks `d_w·d_x·Σ q_w q_x + m_w·s_x` of one Q4_1 weight row against
@@ -41,15 +47,18 @@ pub(super) fn q4_1_portable(
 ) -> f32 {
     let mut acc = [0f32; 8];
     let mut summs = 0f32;
+    let mut w = [0i32; 32];
     for (b, (q, y)) in wq.iter().zip(xq).enumerate() {
         summs = wm[b].mul_add(xs[b], summs);
         let dd = wd[b] * xd[b];
-        for (lane, a) in acc.iter_mut().enumerate() {
-            let mut sum = 0i32;
-            for (e, &yv) in y.iter().enumerate().skip(lane * 4).take(4) {
-                sum += nibble(q, e) * i32::from(yv);
-            }
-            *a = dd.mul_add(sum as f32, *a);
+        // Low nibbles are weights 0..16, high nibbles 16..32.
+        let (lo, hi) = w.split_at_mut(16);
+        for ((l, h), &byte) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
+            *l = i32::from(byte & 0x0f);
+            *h = i32::from(byte >> 4);
+        }
+        for (a, s) in acc.iter_mut().zip(lane_sums(&w, y)) {
+            *a = dd.mul_add(s as f32, *a);
         }
     }
     hsum8(acc) + summs
@@ -59,16 +68,14 @@ pub(super) fn q4_1_portable(
 /// activation row, portable Rust.
 pub(super) fn q8_0_portable(wq: &[[i8; 32]], wd: &[f32], xq: &[[i8; 32]], xd: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
+    let mut w = [0i32; 32];
     for (b, (q, y)) in wq.iter().zip(xq).enumerate() {
         let dd = wd[b] * xd[b];
-        for (lane, a) in acc.iter_mut().enumerate() {
-            let r = lane * 4..lane * 4 + 4;
-            let sum: i32 = q[r.clone()]
-                .iter()
-                .zip(&y[r])
-                .map(|(&w, &x)| i32::from(w) * i32::from(x))
-                .sum();
-            *a = dd.mul_add(sum as f32, *a);
+        for (o, &v) in w.iter_mut().zip(q) {
+            *o = i32::from(v);
+        }
+        for (a, s) in acc.iter_mut().zip(lane_sums(&w, y)) {
+            *a = dd.mul_add(s as f32, *a);
         }
     }
     hsum8(acc)
