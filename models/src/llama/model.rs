@@ -14,7 +14,7 @@ use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::error::LlmError;
 use super::native::{GgmlIsa, QMatrix};
-use super::quant::{Numerics, QInput, QLinear, native_matmul};
+use super::quant::{Numerics, QInput, QLinear};
 use super::rope::Rope;
 use crate::lora::{Adapter, Target};
 
@@ -30,14 +30,12 @@ struct Pass<'a> {
     numerics: Numerics,
     /// A LoRA adapter applied beside the base weights.
     adapter: Option<&'a Adapter>,
-    /// Whether projections may use their native CPU kernels.
-    native: bool,
 }
 
 impl Pass<'_> {
     /// `x` as the input of one or more projections.
     fn input(&self, x: Tensor<2>) -> QInput {
-        QInput::new(x, self.numerics, self.native)
+        QInput::new(x, self.numerics)
     }
 
     /// A copy of `x` for the adapter's low-rank path, only when an adapter
@@ -368,7 +366,6 @@ impl Llama {
             mask: mask.as_ref(),
             numerics,
             adapter,
-            native: self.native_kernels,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, &pass, cache.as_deref_mut(), layer);
@@ -379,14 +376,7 @@ impl Llama {
     /// Final norm and LM head. The LM head is a Q8_0 matrix in llama.cpp:
     /// its input is quantised to Q8_0 blocks like any other matmul input.
     fn head(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
-        let input = QInput::new(self.norm.forward(x), numerics, self.native_kernels);
-        if input.native_allowed()
-            && let Some(m) = &self.head_native
-            && let Some(y) = native_matmul(m, &input)
-        {
-            return y;
-        }
-        let (x, _) = input.into_dense();
+        let (x, _) = numerics.quantize(self.norm.forward(x));
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
         x.matmul(head.transpose())
     }

@@ -16,9 +16,9 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::tensor::{FloatDType, Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor};
 
-use super::native::{Q8Rows, QMatrix};
+use super::native::QMatrix;
 
 /// Values per ggml block.
 pub const BLOCK: usize = 32;
@@ -96,74 +96,30 @@ pub fn quantize_q8(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     (xq, s)
 }
 
-/// A projection's input, rounded at most once per form that the
-/// projections reading it need.
+/// A projection's input on the dense path, rounded at most once.
 ///
-/// Exists because q/k/v (and gate/up) share one input: the dense path's
-/// Q8 tensors and the native path's host-side Q8_1 blocks are each made
-/// once for all of them, and only if some projection asks.
+/// Exists because q/k/v (and gate/up) share one input: its Q8 tensors are
+/// made once for all of them, on first use.
 pub struct QInput {
     x: Tensor<2>,
     numerics: Numerics,
-    native: bool,
     dense: OnceCell<(Tensor<2>, Tensor<2>)>,
-    host: OnceCell<Option<Vec<f32>>>,
-    q8_1: OnceCell<Option<Q8Rows>>,
-    q8_0: OnceCell<Option<Q8Rows>>,
 }
 
 impl QInput {
-    /// `x` (`[n, in]`) to be rounded as `numerics` says; `native` lets
-    /// projections with a [`QMatrix`] use it (see [`QLinear`]).
-    pub fn new(x: Tensor<2>, numerics: Numerics, native: bool) -> Self {
-        // The native kernels stand outside autodiff: a tracked input (LoRA
-        // training) always takes the dense path.
-        let native = native && numerics == Numerics::Ggml && !x.device().is_autodiff();
+    /// `x` (`[n, in]`) to be rounded as `numerics` says.
+    pub fn new(x: Tensor<2>, numerics: Numerics) -> Self {
         Self {
             x,
             numerics,
-            native,
             dense: OnceCell::new(),
-            host: OnceCell::new(),
-            q8_1: OnceCell::new(),
-            q8_0: OnceCell::new(),
         }
     }
 
-    /// Whether projections may take their native kernels for this input.
-    pub fn native_allowed(&self) -> bool {
-        self.native
-    }
-
-    /// The dense path's rounded input, consuming `self`.
-    pub fn into_dense(self) -> (Tensor<2>, Tensor<2>) {
-        match self.dense.into_inner() {
-            Some(d) => d,
-            None => self.numerics.quantize(self.x),
-        }
-    }
-
-    /// The dense path's rounded input ([`Numerics::quantize`]).
+    /// The rounded input ([`Numerics::quantize`]).
     fn dense(&self) -> &(Tensor<2>, Tensor<2>) {
         self.dense
             .get_or_init(|| self.numerics.quantize(self.x.clone()))
-    }
-
-    /// The input as ggml blocks for `m`, or `None` if it could not be read
-    /// back from the device.
-    fn blocks(&self, m: &QMatrix) -> Option<&Q8Rows> {
-        let cell = if m.wants_sums() {
-            &self.q8_1
-        } else {
-            &self.q8_0
-        };
-        cell.get_or_init(|| {
-            let host = self
-                .host
-                .get_or_init(|| self.x.clone().try_into_vec_as::<f32>().ok());
-            host.as_ref().and_then(|x| m.quantize(x))
-        })
-        .as_ref()
     }
 }
 
@@ -175,9 +131,10 @@ impl QInput {
 /// - dense (any burn device, autodiff, LoRA merges): the scaled part `d·q`
 ///   (`[in, out]`, exact in f32) plus, for Q4_1, the per-block minimums
 ///   `m` (`[in/32, out]`), with the input rounded to Q8 blocks first;
-/// - native (the CPU): the file's own blocks in a [`QMatrix`], multiplied
-///   by [`super::native`]'s ggml-exact kernels, which sum in llama.cpp's
-///   order to the bit and read 6× fewer bytes.
+/// - native (the CPU): the file's own blocks in a [`QMatrix`], which the
+///   host forward pass (`host.rs`) multiplies with [`super::native`]'s
+///   ggml-exact kernels, summing in llama.cpp's order to the bit and
+///   reading 6× fewer bytes.
 #[derive(Module, Debug)]
 pub struct QLinear {
     /// `d·q` of every weight, `[in, out]`.
@@ -197,15 +154,8 @@ impl QLinear {
         self.forward_quantized(&numerics.quantize(x))
     }
 
-    /// `input` times the weight, `[n, out]`: the native kernels when this
-    /// layer has them and `input` allows them, the dense path otherwise.
+    /// `input` times the weight, `[n, out]` (dense path).
     pub fn apply(&self, input: &QInput) -> Tensor<2> {
-        if input.native_allowed()
-            && let Some(m) = &self.native
-            && let Some(y) = native_matmul(m, input)
-        {
-            return y;
-        }
         self.forward_quantized(input.dense())
     }
 
@@ -218,20 +168,6 @@ impl QLinear {
             None => y,
         }
     }
-}
-
-/// `input · mᵀ` on the native kernels as a tensor on the input's device;
-/// `None` (the caller takes the dense path) if the input could not be
-/// read back or does not fit `m`, which the loader's shape checks rule
-/// out.
-pub(super) fn native_matmul(m: &QMatrix, input: &QInput) -> Option<Tensor<2>> {
-    let x = input.blocks(m)?;
-    let n = x.rows();
-    let y = m.matmul(x).ok()?;
-    Some(Tensor::from_data(
-        TensorData::new(y, [n, m.rows()]),
-        &input.x.device(),
-    ))
 }
 
 #[cfg(test)]
