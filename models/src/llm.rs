@@ -12,14 +12,13 @@ use crate::fingerprint::Fingerprint;
 use crate::gguf::GgufFile;
 use crate::llama::native::GgmlIsa;
 use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama};
-use crate::session::Session;
 use crate::tokenizer::Tokenizer;
 
 /// A Llama model ready to run: the model on a burn device, the tokenizer
 /// from the same GGUF file, and their fingerprints.
 ///
 /// Exists as the shared, read-only half of inference: any number of
-/// [`Session`]s (each with its own KV cache) borrow one `Llm`. The
+/// [`Session`](crate::session::Session)s (each with its own KV cache) borrow one `Llm`. The
 /// fingerprints tie every derived artefact (KV snapshots) to exactly this
 /// model and tokenizer.
 #[derive(Debug)]
@@ -87,11 +86,6 @@ impl Llm {
     /// reproduces bit for bit; see [`GgmlIsa`].
     pub fn set_ggml_isa(&mut self, isa: GgmlIsa) {
         self.model.ggml_isa = isa;
-    }
-
-    /// A new session with an empty KV cache.
-    pub fn session(&self) -> Session<'_> {
-        Session::new(self)
     }
 
     /// The model definition and weights.

@@ -14,6 +14,16 @@ use crate::sampling::Sampler;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotError, prefix_fingerprint};
 use crate::tokenizer::StreamDecoder;
 
+// `Llm::session` lives here, beside the type it makes, so that `llm`
+// needs nothing from this module (sessions borrow the model, not the
+// other way round).
+impl Llm {
+    /// A new session with an empty KV cache.
+    pub fn session(&self) -> Session<'_> {
+        Session::new(self)
+    }
+}
+
 /// One conversation's state on a shared [`Llm`].
 ///
 /// Exists to own what changes while generating — the KV cache, the tokens

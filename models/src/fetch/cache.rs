@@ -14,13 +14,10 @@ use tracing::{debug, info, warn};
 use super::error::FetchError;
 use super::http::Http;
 use super::registry;
-use super::spec::ModelSpec;
+use super::spec::{MANIFEST_NAME, ModelSpec};
 use super::{FetchOptions, Verify};
 use crate::fingerprint::to_hex;
 
-/// Name of the manifest file in each cache entry; written last, so its
-/// presence means the extraction finished.
-pub(crate) const MANIFEST_NAME: &str = "manifest.json";
 /// Current manifest format.
 const MANIFEST_FORMAT: u32 = 1;
 /// Temporary files older than this are leftovers of a crashed run.

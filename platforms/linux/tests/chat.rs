@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use memkern_core::governance::Principal;
 use memkern_linux::runtime::chat::UsedAs;
-use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, Config, Runtime};
+use memkern_linux::runtime::{AddAction, AddRequest, Assistant, ChatRequest, Config, Runtime};
 
 mod common;
 
@@ -50,16 +50,19 @@ fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
     let cat = add("I adopted a grey cat and named her Pixel.");
     add("I work as a nurse at the hospital in Lisbon.");
     add("My favourite food is grilled sardines.");
-    // A paraphrase is merged, not stored twice.
+    // A paraphrase becomes the memory's new version, not a second memory.
     let again = add("I adopted a gray cat and I named her Pixel.");
     eprintln!(
-        "paraphrase: duplicate={} similarity={:?}",
-        again.duplicate, again.similarity
+        "paraphrase: action={:?} similarity={:?}",
+        again.action, again.similarity
     );
-    assert!(again.duplicate && again.id == cat.id, "{again:?}");
+    assert!(
+        again.action == AddAction::Updated && again.id == cat.id && again.version == 2,
+        "{again:?}"
+    );
     let unrelated = add("The cat next door is called Tiger.");
     assert!(
-        !unrelated.duplicate,
+        unrelated.action == AddAction::Stored,
         "a different fact is kept: {unrelated:?}"
     );
 

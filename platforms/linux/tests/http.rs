@@ -483,6 +483,40 @@ fn memory_lifecycle_over_http() {
 }
 
 #[test]
+fn dedup_is_visible_and_chosen_per_request_over_http() {
+    let api = Api::start("dedup", 65536);
+    let (key, _, cube) = api.user("alice");
+    let post = |body: Value| api.call("POST", "/v1/memories", &key, Some(body));
+    let first = post(json!({ "namespace": cube, "text": "My locker number is 214." }));
+    assert_eq!(first.status, 201, "{first:?}");
+    assert_eq!(
+        (first.json["action"].clone(), first.json["version"].clone()),
+        (json!("stored"), json!(1))
+    );
+    // The same text merges (200, the existing id)…
+    let same = post(json!({ "namespace": cube, "text": "my locker number is 214" }));
+    assert_eq!(same.status, 200, "{same:?}");
+    assert_eq!(
+        (same.json["action"].clone(), same.json["id"].clone()),
+        (json!("merged"), first.json["id"].clone())
+    );
+    // …unless the request says `off`: then it is a new memory.
+    let off = post(json!({ "namespace": cube, "text": "My locker number is 214.", "dedup": "off" }));
+    assert_eq!(off.status, 201, "{off:?}");
+    assert_eq!(off.json["action"], "stored");
+    assert_ne!(off.json["id"], first.json["id"]);
+    // Another text is kept under `exact` (and, without an embedder, `near`).
+    for mode in ["exact", "near"] {
+        let text = format!("My locker number is 241 ({mode}).");
+        let r = post(json!({ "namespace": cube, "text": text, "dedup": mode }));
+        assert_eq!((r.status, r.json["action"].clone()), (201, json!("stored")), "{r:?}");
+    }
+    let bad = post(json!({ "namespace": cube, "text": "x", "dedup": "fuzzy" }));
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.error().contains("unknown variant"), "{bad:?}");
+}
+
+#[test]
 fn user_b_never_sees_user_a_over_http() {
     let api = Api::start("leaks", 64 * 1024);
     let (ka, alice, a_cube) = api.user("alice");

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use memkern_linux::runtime::DedupMode;
 
 /// Where the vault is and how to act on it (every runtime subcommand).
 #[derive(Args, Debug, Clone)]
@@ -107,6 +108,29 @@ pub enum AccessArg {
     None,
 }
 
+/// `--dedup`: how `add` and `ingest` treat a text already (nearly) in
+/// the cube.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DedupArg {
+    /// Always store a new memory.
+    Off,
+    /// The same text about the same event merges into the existing memory.
+    Exact,
+    /// Also: a near-duplicate in other words becomes the existing memory's
+    /// new version (the old text stays in its history).
+    Near,
+}
+
+impl From<DedupArg> for DedupMode {
+    fn from(a: DedupArg) -> DedupMode {
+        match a {
+            DedupArg::Off => DedupMode::Off,
+            DedupArg::Exact => DedupMode::Exact,
+            DedupArg::Near => DedupMode::Near,
+        }
+    }
+}
+
 /// Which cube a memory goes to or is searched in.
 #[derive(Args, Debug, Clone)]
 pub struct CubeRef {
@@ -137,6 +161,9 @@ pub struct AddArgs {
     /// Time to live: 90s, 30m, 12h, 30d, 2w.
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
+    /// Dedup mode (default: `[dedup] mode` of memkern.toml, `near`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dedup: Option<DedupArg>,
     /// The memory text.
     pub text: String,
 }
@@ -150,8 +177,12 @@ pub struct IngestArgs {
     /// Target cube.
     #[command(flatten)]
     pub cube: CubeRef,
+    /// Dedup mode (default: `[dedup] mode` of memkern.toml, `near`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dedup: Option<DedupArg>,
     /// A text file, one memory per line (`-`: standard input). Each stored
-    /// line prints `ack <line> <id>` once it is durable.
+    /// line prints `ack <line> <id>` once it is durable, followed by
+    /// `duplicate` or `updated` when it merged into or updated a memory.
     pub file: PathBuf,
 }
 

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use memkern_core::governance::Principal;
 use memkern_linux::eval::locomo;
 use memkern_linux::runtime::chat::{ChatStats, UsedAs};
-use memkern_linux::runtime::{AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime};
+use memkern_linux::runtime::{AddAction, AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime};
 
 use super::llm::load_llm;
 use super::memory::open;
@@ -234,7 +234,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let t = Instant::now();
-        let mut dups = 0;
+        let (mut merged, mut updated) = (0, 0);
         for s in &conv.sessions {
             for turn in &s.turns {
                 let mut text = format!("{}: {}", turn.speaker, turn.text);
@@ -250,14 +250,15 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
                         ..AddRequest::default()
                     },
                 )?;
-                dups += usize::from(out.duplicate);
+                merged += usize::from(out.action == AddAction::Merged);
+                updated += usize::from(out.action == AddAction::Updated);
                 bar.inc(1);
             }
         }
         bar.finish_and_clear();
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "    {turns} turns in {secs:.1} s ({:.0}/s, embedding included); {dups} near-duplicates merged",
+            "    {turns} turns in {secs:.1} s ({:.0}/s, embedding included); {merged} repeats merged, {updated} near-duplicates kept as new versions",
             turns as f64 / secs
         );
     }

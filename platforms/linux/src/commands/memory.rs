@@ -9,7 +9,7 @@ use memkern_core::governance::Principal;
 use memkern_core::time::Timestamp;
 use memkern_linux::runtime::input::{parse_duration_ms, parse_time};
 use memkern_linux::runtime::{
-    AddRequest, Config, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
+    AddAction, AddRequest, Config, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
 };
 use serde::Serialize;
 
@@ -195,17 +195,23 @@ pub fn add(args: &AddArgs) -> Result<()> {
         time: args.time.as_deref().map(parse_time).transpose()?,
         tags: args.tags.clone(),
         ttl_ms: args.ttl.as_deref().map(parse_duration_ms).transpose()?,
+        dedup: args.dedup.map(Into::into),
     };
     let out = rt.add(&who, &req)?;
     print(args.vault.json, &out, |o| {
-        let mut s = if o.duplicate {
-            format!(
-                "duplicate of {} (similarity {:.3}); its usage was bumped",
+        let similarity = o.similarity.unwrap_or(1.0);
+        let mut s = match o.action {
+            AddAction::Stored => format!("added {}", o.id),
+            AddAction::Merged => format!(
+                "duplicate of {} (similarity {similarity:.3}); its usage was bumped",
+                o.id
+            ),
+            AddAction::Updated => format!(
+                "updated {} to version {} (near-duplicate, similarity {similarity:.3}); was: {}",
                 o.id,
-                o.similarity.unwrap_or(1.0)
-            )
-        } else {
-            format!("added {}", o.id)
+                o.version,
+                o.previous_text.as_deref().unwrap_or_default()
+            ),
         };
         if !o.redacted.is_empty() {
             let kinds: Vec<_> = o.redacted.iter().map(|k| k.label()).collect();
@@ -242,6 +248,7 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
         let req = AddRequest {
             namespace,
             text: line,
+            dedup: args.dedup.map(Into::into),
             ..AddRequest::default()
         };
         let o = rt
@@ -252,7 +259,11 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
             "ack {} {}{}",
             n + 1,
             o.id,
-            if o.duplicate { " duplicate" } else { "" }
+            match o.action {
+                AddAction::Stored => "",
+                AddAction::Merged => " duplicate",
+                AddAction::Updated => " updated",
+            }
         )?;
         out.flush()?;
         bar.inc(1);

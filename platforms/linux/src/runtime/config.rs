@@ -8,6 +8,7 @@ use std::path::Path;
 use memkern_core::scheduler::{Budgets, Policy};
 use serde::{Deserialize, Serialize};
 
+use super::dedup::DedupMode;
 use super::redact::RedactionConfig;
 
 /// Everything `memkern.toml` may set; every field has a default.
@@ -175,18 +176,34 @@ impl SchedulerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
-    /// Detect duplicates at all.
+    /// Detect duplicates at all (`false` is `mode = "off"`).
     pub enabled: bool,
+    /// The mode of requests that name none: `off`, `exact` (the same
+    /// text merges) or `near` (also: a near-duplicate in other words
+    /// becomes the existing memory's new version).
+    pub mode: DedupMode,
     /// Cosine similarity of the embeddings at or above which a memory in
     /// the same cube is a near-duplicate (identical normalised text always
     /// is).
     pub similarity: f32,
 }
 
+impl DedupConfig {
+    /// The mode of a request that names none.
+    pub fn default_mode(&self) -> DedupMode {
+        if self.enabled {
+            self.mode
+        } else {
+            DedupMode::Off
+        }
+    }
+}
+
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             enabled: true,
+            mode: DedupMode::Near,
             similarity: 0.95,
         }
     }
@@ -301,6 +318,15 @@ mod tests {
         let c = c.map_err(|e| e.to_string());
         assert_eq!(c.as_ref().map(|c| c.budgets.context_tokens), Ok(300));
         assert_eq!(c.as_ref().map(|c| c.dedup.similarity), Ok(0.9));
+        let exact = Config::from_toml("[dedup]\nmode = \"exact\"\n", "t");
+        assert_eq!(
+            exact.map(|c| c.dedup.default_mode()).ok(),
+            Some(DedupMode::Exact)
+        );
+        let off = Config::from_toml("[dedup]\nenabled = false\n", "t");
+        assert_eq!(off.map(|c| c.dedup.default_mode()).ok(), Some(DedupMode::Off));
+        let fuzzy = Config::from_toml("[dedup]\nmode = \"fuzzy\"\n", "t");
+        assert!(matches!(fuzzy, Err(ConfigError::Parse { .. })), "{fuzzy:?}");
         let bad = Config::from_toml("[dedup]\nsimilarity = 1.5\n", "t");
         assert!(matches!(bad, Err(ConfigError::Value(_))), "{bad:?}");
         let typo = Config::from_toml("[budgets]\ncontext_token = 3\n", "t");

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::audit::{Event, append};
+use super::dedup::{AddAction, Candidate, DedupMode, later_expiry, same_event, union_tags};
 use super::index::quantize;
 use super::redact::SecretKind;
 use super::tables::{
@@ -89,18 +90,31 @@ pub struct AddRequest {
     /// Time to live, milliseconds (default: forever).
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// How to treat a text already (nearly) in the cube (default: the
+    /// configuration's `[dedup]` mode).
+    #[serde(default)]
+    pub dedup: Option<DedupMode>,
 }
 
 /// What `add` did.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AddOutcome {
-    /// The memory stored — or the existing one the text duplicates.
+    /// The memory stored, merged into or updated.
     pub id: MemoryId,
-    /// True when the text was a (near-)duplicate: no copy was added and
-    /// the existing memory's usage was bumped instead.
+    /// What happened to the text (see [`DedupMode`]).
+    pub action: AddAction,
+    /// True when the same text was already there (`action` is `merged`):
+    /// no copy was added and the existing memory's usage was bumped.
     pub duplicate: bool,
-    /// Embedding cosine similarity to the duplicate (1.0 for identical
-    /// normalised text).
+    /// The memory's version after the call (1 for a new memory).
+    pub version: u32,
+    /// For `updated`: the cube id of the version the text replaced (still
+    /// in the history).
+    pub supersedes: Option<String>,
+    /// For `updated`: the text the new version replaced.
+    pub previous_text: Option<String>,
+    /// Embedding cosine similarity to the matched memory (1.0 for the
+    /// same normalised text; none for a new memory).
     pub similarity: Option<f32>,
     /// Secrets removed before storage.
     pub redacted: Vec<SecretKind>,
@@ -276,6 +290,24 @@ impl Loaded {
     }
 }
 
+/// An existing memory the new text matches, and what to do with it.
+pub(crate) enum Match {
+    /// Same text, same event: count a use.
+    Merge {
+        /// The existing memory.
+        memory: Box<Loaded>,
+        /// 1.0 for the same normalised text.
+        similarity: f32,
+    },
+    /// A near-duplicate in other words: the new text is its new version.
+    Update {
+        /// The existing memory.
+        memory: Box<Loaded>,
+        /// Embedding cosine.
+        similarity: f32,
+    },
+}
+
 impl Runtime {
     fn embed_one(&self, text: &str) -> Result<Option<(Vec<i8>, f32, Fingerprint)>> {
         let Some(e) = self.embedder() else {
@@ -379,9 +411,12 @@ impl Runtime {
         Ok(row)
     }
 
-    /// Stores a memory — unless it duplicates one in the same namespace,
-    /// in which case the existing memory's usage is bumped. Secrets are
-    /// redacted first; the original text never reaches the disk.
+    /// Stores a memory. Secrets are redacted first; the original text
+    /// never reaches the disk. Under the request's dedup mode (default:
+    /// the configuration's) the same text about the same event merges
+    /// into the existing memory and a near-duplicate in other words
+    /// becomes its new version — see [`super::dedup`]: an acknowledged
+    /// text is always retrievable afterwards.
     pub fn add(&self, who: &Principal, req: &AddRequest) -> Result<AddOutcome> {
         check_text(&req.text)?;
         let tags = check_tags(&req.tags)?;
@@ -392,18 +427,102 @@ impl Runtime {
         let key = text_key(req.namespace, &text);
         let vector = self.embed_one(&text)?;
         let now = now();
+        let expires_at = req
+            .ttl_ms
+            .map(|t| now.saturating_add_millis(i64::try_from(t).unwrap_or(i64::MAX)));
+        let embedding = |v: Option<(Vec<i8>, f32, Fingerprint)>| {
+            v.map(|(q, scale, embedder)| Embedding {
+                embedder,
+                scale,
+                values: Int8Vec(q.into_iter().map(|x| x as u8).collect()),
+            })
+        };
+        let redaction = if found.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; redacted {}",
+                found
+                    .iter()
+                    .map(|k| k.label())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
 
         let _w = self.write_lock();
-        if let Some((existing, similarity)) =
-            self.duplicate_of(&key, req.namespace, vector.as_ref())?
-        {
-            self.bump(who, existing, now, similarity)?;
-            return Ok(AddOutcome {
-                id: existing,
-                duplicate: true,
-                similarity: Some(similarity),
-                redacted: found,
-            });
+        let candidate = Candidate {
+            mode: req.dedup.unwrap_or(self.config().dedup.default_mode()),
+            namespace: req.namespace,
+            text: &text,
+            key: &key,
+            time: req.time,
+            tags: &req.tags,
+            vector: vector.as_ref(),
+        };
+        match self.find_match(who, &candidate, now)? {
+            Some(Match::Merge { memory, similarity }) => {
+                let mut m = *memory;
+                let meta = &mut m.head.meta;
+                // Nothing the request carried is lost: its tags join the
+                // memory's, and the later expiry wins.
+                let united = union_tags(&meta.tags, &req.tags).unwrap_or_else(|| meta.tags.clone());
+                let retag = united != meta.tags;
+                meta.tags = united;
+                meta.expires_at = later_expiry(meta.expires_at, expires_at);
+                use_once(meta, now);
+                let detail = format!("duplicate (similarity {similarity:.3}){redaction}");
+                self.commit_version(
+                    &m.head,
+                    m.id,
+                    &m.row,
+                    retag,
+                    &[Event::ok(who, "add", Some(m.id.0)).with(detail)],
+                )?;
+                return Ok(AddOutcome {
+                    id: m.id,
+                    action: AddAction::Merged,
+                    duplicate: true,
+                    version: m.head.meta.version,
+                    supersedes: None,
+                    previous_text: None,
+                    similarity: Some(similarity),
+                    redacted: found,
+                });
+            }
+            Some(Match::Update { memory, similarity }) => {
+                let m = *memory;
+                let mut meta = version::next_version(&m.head.meta, random_id()?, now)?;
+                meta.time.event_time = req.time.unwrap_or(now);
+                meta.tags = union_tags(&meta.tags, &req.tags).unwrap_or(tags);
+                meta.expires_at = expires_at;
+                use_once(&mut meta, now);
+                let supersedes = m.head.meta.id.to_string();
+                let previous_text = match &m.head.payload {
+                    Payload::Plaintext(p) => p.text.clone(),
+                    _ => String::new(),
+                };
+                let cube = cube::Cube {
+                    meta,
+                    payload: Payload::Plaintext(Plaintext {
+                        text,
+                        embedding: embedding(vector),
+                    }),
+                };
+                let detail = format!("near-duplicate (similarity {similarity:.3}) updated{redaction}");
+                let v = self.commit_new_head(who, m, cube, "add", &detail)?;
+                return Ok(AddOutcome {
+                    id: v.id,
+                    action: AddAction::Updated,
+                    duplicate: false,
+                    version: v.version,
+                    supersedes: Some(supersedes),
+                    previous_text: Some(previous_text),
+                    similarity: Some(similarity),
+                    redacted: found,
+                });
+            }
+            None => {}
         }
         let id = random_id()?;
         let mut meta = Metadata::new(
@@ -417,18 +536,12 @@ impl Runtime {
         meta.tags = tags;
         // Indexed and served from this commit on.
         meta.lifecycle = LifecycleState::Activated;
-        meta.expires_at = req
-            .ttl_ms
-            .map(|t| now.saturating_add_millis(i64::try_from(t).unwrap_or(i64::MAX)));
+        meta.expires_at = expires_at;
         let cube = cube::Cube {
             meta,
             payload: Payload::Plaintext(Plaintext {
                 text,
-                embedding: vector.map(|(q, scale, embedder)| Embedding {
-                    embedder,
-                    scale,
-                    values: Int8Vec(q.into_iter().map(|x| x as u8).collect()),
-                }),
+                embedding: embedding(vector),
             }),
         };
         let memory = MemoryId(id);
@@ -438,18 +551,7 @@ impl Runtime {
             versions: vec![id.0],
             text_key: key,
         };
-        let detail = if found.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "redacted {}",
-                found
-                    .iter()
-                    .map(|k| k.label())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        };
+        let detail = redaction.trim_start_matches("; ").to_owned();
         self.commit_version(
             &cube,
             memory,
@@ -459,60 +561,14 @@ impl Runtime {
         )?;
         Ok(AddOutcome {
             id: memory,
+            action: AddAction::Stored,
             duplicate: false,
+            version: 1,
+            supersedes: None,
+            previous_text: None,
             similarity: None,
             redacted: found,
         })
-    }
-
-    /// The memory `text` duplicates in namespace `ns`, if any, and the
-    /// similarity.
-    fn duplicate_of(
-        &self,
-        key: &[u8],
-        ns: NamespaceId,
-        vector: Option<&(Vec<i8>, f32, Fingerprint)>,
-    ) -> Result<Option<(MemoryId, f32)>> {
-        if !self.config().dedup.enabled {
-            return Ok(None);
-        }
-        let vault = self.vault();
-        let txn = vault
-            .database()
-            .begin_read()
-            .map_err(|e| vault.db_error(e))?;
-        let exact = match txn.open_table(TEXT_HASHES) {
-            Ok(t) => t
-                .get(key)
-                .map_err(|e| vault.db_error(e))?
-                .map(|v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(vault.db_error(e).into()),
-        };
-        if let Some(m) = exact {
-            return Ok(Some((MemoryId(CubeId(m.to_be_bytes())), 1.0)));
-        }
-        let Some((q, scale, _)) = vector else {
-            return Ok(None);
-        };
-        let threshold = self.config().dedup.similarity;
-        Ok(self
-            .index()
-            .nearest(q, *scale, |d| d.namespace == ns.0)
-            .filter(|(_, s)| *s >= threshold)
-            .map(|(m, s)| (MemoryId(CubeId(m.to_be_bytes())), s)))
-    }
-
-    /// Counts a re-add of `memory` as a use (hits, heat) in place.
-    fn bump(
-        &self,
-        who: &Principal,
-        memory: MemoryId,
-        now: Timestamp,
-        similarity: f32,
-    ) -> Result<()> {
-        let detail = format!("duplicate (similarity {similarity:.3})");
-        self.record_use(who, memory, now, "add", detail)
     }
 
     /// Adds one use to `memory`'s usage statistics (hits, last access,
@@ -528,10 +584,7 @@ impl Runtime {
         let Some(mut m) = self.load(memory)? else {
             return Ok(());
         };
-        let u = &mut m.head.meta.usage;
-        u.hits = u.hits.saturating_add(1);
-        u.last_access = Some(now);
-        u.heat.touch(now, HEAT_HALF_LIFE);
+        use_once(&mut m.head.meta, now);
         self.commit_version(
             &m.head,
             memory,
@@ -637,15 +690,18 @@ impl Runtime {
                 }),
             }),
         };
-        self.commit_new_head(who, m, cube, "update")
+        self.commit_new_head(who, m, cube, "update", "")
     }
 
+    /// Commits `cube` as memory `m`'s new head: the old head's snapshots
+    /// and any adapter covering the memory go, the text key moves.
     fn commit_new_head(
         &self,
         who: &Principal,
         m: Loaded,
         cube: OwnedCube,
         action: &str,
+        why: &str,
     ) -> Result<MemoryView> {
         let old_head: HashSet<CubeId> = m.row.head().into_iter().collect();
         let mut row = m.row;
@@ -675,7 +731,7 @@ impl Runtime {
                 // An adapter that learnt the old text would keep answering
                 // it: it is dropped like the old version's snapshots.
                 let keys = HashSet::from([m.id.key()]);
-                super::parametric::drop_covering(&txn, &keys, "a covered memory changed")
+                super::coverage::drop_covering(&txn, &keys, "a covered memory changed")
             })()
             .map_err(|e| vault.db_error(e))?;
             txn.commit().map_err(|e| vault.db_error(e))?;
@@ -683,7 +739,11 @@ impl Runtime {
                 vault.remove_blob_if_unreferenced(b)?;
             }
         }
-        let detail = format!("version {}", cube.meta.version);
+        let detail = if why.is_empty() {
+            format!("version {}", cube.meta.version)
+        } else {
+            format!("version {}: {why}", cube.meta.version)
+        };
         self.commit_version(
             &cube,
             m.id,
@@ -725,7 +785,7 @@ impl Runtime {
             .ok_or_else(|| corrupt("memory", format!("version {to} missing")))?;
         let target = cube::decode_owned(&bytes).map_err(|e| corrupt("memory cube", e))?;
         let cube = version::rollback(&m.head.meta, &target, random_id()?, now())?;
-        self.commit_new_head(who, m, cube, "rollback")
+        self.commit_new_head(who, m, cube, "rollback", "")
     }
 
     /// Hard-deletes memory `id`: every version, its index entries, the
@@ -841,7 +901,7 @@ impl Runtime {
             // Deletion wins over memorisation: adapters that learnt any of
             // these memories go in the same transaction.
             let dropped =
-                super::parametric::drop_covering(&txn, &keys, "a covered memory was deleted")?;
+                super::coverage::drop_covering(&txn, &keys, "a covered memory was deleted")?;
             let mut rows = txn.open_table(MEMORIES)?;
             for m in memories {
                 rows.remove(m.id.key())?;
@@ -966,6 +1026,108 @@ impl Runtime {
         self.log(&events)?;
         Ok(hits)
     }
+}
+
+impl Runtime {
+    /// The memory the candidate merges with or updates under its mode, if
+    /// any. Memories that are expired, immutable or not writable by `who`
+    /// never match: the text is then stored as a new memory.
+    pub(crate) fn find_match(
+        &self,
+        who: &Principal,
+        c: &Candidate<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Match>> {
+        if c.mode == DedupMode::Off {
+            return Ok(None);
+        }
+        if let Some(id) = self.exact_text(c.key)?
+            && let Some(m) = self.matchable(who, id, c, now)?
+        {
+            return Ok(Some(Match::Merge {
+                memory: Box::new(m),
+                similarity: 1.0,
+            }));
+        }
+        let (DedupMode::Near, Some((q, scale, _))) = (c.mode, c.vector) else {
+            return Ok(None);
+        };
+        let threshold = self.config().dedup.similarity;
+        let nearest = self.index().nearest(q, *scale, |d| {
+            d.namespace == c.namespace.0 && same_event(c.time, Timestamp(d.event_ms))
+        });
+        let Some((key, similarity)) = nearest.filter(|(_, s)| *s >= threshold) else {
+            return Ok(None);
+        };
+        let Some(m) = self.matchable(who, MemoryId(CubeId(key.to_be_bytes())), c, now)? else {
+            return Ok(None);
+        };
+        let same_text = match &m.head.payload {
+            Payload::Plaintext(p) => normalise(&p.text) == normalise(c.text),
+            _ => false,
+        };
+        let memory = Box::new(m);
+        Ok(Some(if same_text {
+            Match::Merge {
+                memory,
+                similarity,
+            }
+        } else {
+            Match::Update {
+                memory,
+                similarity,
+            }
+        }))
+    }
+
+    /// The memory stored under exact-dedup key `key`, if any.
+    fn exact_text(&self, key: &[u8]) -> Result<Option<MemoryId>> {
+        let vault = self.vault();
+        let txn = vault
+            .database()
+            .begin_read()
+            .map_err(|e| vault.db_error(e))?;
+        let found = match txn.open_table(TEXT_HASHES) {
+            Ok(t) => t
+                .get(key)
+                .map_err(|e| vault.db_error(e))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(vault.db_error(e).into()),
+        };
+        Ok(found.map(|m| MemoryId(CubeId(m.to_be_bytes()))))
+    }
+
+    /// Memory `id` loaded, if the candidate may merge with or update it:
+    /// same cube, same event, alive, mutable, writable by `who`, and the
+    /// tags of both fit in one memory.
+    fn matchable(
+        &self,
+        who: &Principal,
+        id: MemoryId,
+        c: &Candidate<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Loaded>> {
+        let Some(m) = self.load(id)? else {
+            return Ok(None);
+        };
+        let meta = &m.head.meta;
+        let ok = m.row.namespace == c.namespace.0
+            && same_event(c.time, meta.time.event_time)
+            && !meta.is_expired(now)
+            && meta.lifecycle.is_mutable()
+            && union_tags(&meta.tags, c.tags).is_some()
+            && governance::check(who, &m.policy(), Operation::Write, now).is_allowed();
+        Ok(ok.then_some(m))
+    }
+}
+
+/// Counts one use of a memory: hits, last access, heat.
+fn use_once(meta: &mut Metadata<String>, now: Timestamp) {
+    let u = &mut meta.usage;
+    u.hits = u.hits.saturating_add(1);
+    u.last_access = Some(now);
+    u.heat.touch(now, HEAT_HALF_LIFE);
 }
 
 /// Snapshot and adapter cubes derived from any of `versions`, with their

@@ -16,6 +16,8 @@ pub mod accounts;
 pub mod audit;
 pub mod chat;
 pub mod config;
+mod coverage;
+pub mod dedup;
 mod index;
 pub mod input;
 pub mod memories;
@@ -40,6 +42,7 @@ pub use accounts::{ApiKey, NamespaceInfo, ShareAccess, UserInfo};
 pub use audit::AuditEntry;
 pub use chat::{Assistant, ChatRequest, ChatResponse};
 pub use config::Config;
+pub use dedup::{AddAction, DedupMode};
 pub use memories::{
     AddOutcome, AddRequest, DeleteReport, MemoryId, MemoryView, SearchHit, SearchRequest,
 };

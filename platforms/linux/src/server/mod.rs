@@ -16,7 +16,7 @@
 //! | `POST /v1/cubes` | user | `{"name","owner"?}` → 201 `NamespaceInfo` |
 //! | `GET /v1/cubes` | user | → `[NamespaceInfo]` readable by the caller |
 //! | `POST /v1/cubes/{id}/share` | owner | `{"user","access":"read"\|"read_write"\|"none"}` → `NamespaceInfo` |
-//! | `POST /v1/memories` | user | `AddRequest` → 201 `AddOutcome` (200 when `duplicate`) |
+//! | `POST /v1/memories` | user | `AddRequest` → 201 `AddOutcome` (200 when `merged` or `updated`) |
 //! | `GET /v1/memories/{id}` | user | → `MemoryView` |
 //! | `PUT /v1/memories/{id}` | user | `{"text"}` → `MemoryView` (the new version) |
 //! | `DELETE /v1/memories/{id}` | user | → `DeleteReport` |

@@ -164,10 +164,10 @@ pub(crate) fn document() -> Value {
             },
             "/v1/memories": {
                 "post": op(
-                    "Add a memory (secrets are redacted; near-duplicates merged)", "memories",
+                    "Add a memory (secrets are redacted; the same text merges, a near-duplicate in other words becomes the existing memory's new version)", "memories",
                     json!({
-                        "201": answer("Stored", schema("AddOutcome")),
-                        "200": answer("A duplicate of an existing memory", schema("AddOutcome")),
+                        "201": answer("Stored as a new memory", schema("AddOutcome")),
+                        "200": answer("Merged into or updated an existing memory (see `action`)", schema("AddOutcome")),
                     }),
                     Some(body(schema("AddRequest"))),
                 ),
@@ -368,17 +368,22 @@ fn schemas() -> Value {
                     "text": { "type": "string" },
                     "time": { "$ref": "#/components/schemas/Timestamp", "description": "When it happened (default: now)." },
                     "tags": { "type": "array", "items": { "type": "string" } },
-                    "ttl_ms": { "type": "integer", "minimum": 0, "description": "Time to live (default: forever)." }
+                    "ttl_ms": { "type": "integer", "minimum": 0, "description": "Time to live (default: forever)." },
+                    "dedup": { "enum": ["off", "exact", "near", null], "description": "off: always a new memory; exact: the same text about the same event merges; near: also, a near-duplicate in other words becomes the existing memory's new version (default: the server's `[dedup]` mode)." }
                 }
             }),
         ),
         (
             "AddOutcome",
             json!({
-                "type": "object", "required": ["id", "duplicate", "redacted"],
+                "type": "object", "required": ["id", "action", "duplicate", "version", "redacted"],
                 "properties": {
                     "id": id,
-                    "duplicate": { "type": "boolean" },
+                    "action": { "enum": ["stored", "merged", "updated"], "description": "stored: a new memory; merged: the same text was there (its usage bumped); updated: the text became the new version of a near-duplicate." },
+                    "duplicate": { "type": "boolean", "description": "True when `action` is `merged`." },
+                    "version": { "type": "integer", "minimum": 1, "description": "The memory's version after the call." },
+                    "supersedes": { "type": ["string", "null"], "description": "For `updated`: the cube id of the replaced version (kept in the history)." },
+                    "previous_text": { "type": ["string", "null"], "description": "For `updated`: the replaced text." },
                     "similarity": { "type": ["number", "null"] },
                     "redacted": { "type": "array", "items": { "type": "string" }, "description": "Kinds of secrets removed." }
                 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::extract::{ApiError, Auth, JsonBody, MemoryPath, blocking, path_param};
 use crate::runtime::input::{parse_duration_ms, parse_time};
-use crate::runtime::{AddRequest, MemoryId, SearchRequest, ShareAccess, now};
+use crate::runtime::{AddAction, AddRequest, MemoryId, SearchRequest, ShareAccess, now};
 
 /// `GET /v1/health`.
 pub(super) fn health() -> Router<ApiState> {
@@ -142,10 +142,11 @@ async fn add(
     JsonBody(req): JsonBody<AddRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let out = blocking(move || s.rt.add(&who, &req)).await?;
-    let status = if out.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
+    // 201 only for a new memory; a merge or an update answers with the
+    // existing memory's id.
+    let status = match out.action {
+        AddAction::Stored => StatusCode::CREATED,
+        AddAction::Merged | AddAction::Updated => StatusCode::OK,
     };
     Ok((status, Json(out)))
 }
