@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Linux runtime on 64-bit ARM (Raspberry Pi, Jetson), tested under
-# emulation: cross-builds memkern-linux for aarch64-unknown-linux-gnu with
-# Debian's gcc-aarch64-linux-gnu and runs, under qemu-aarch64-static, the
-# vault tests, the SIGKILL crash test and the real-model chat test (memories
-# in, KV block saved, restored on the second ask). CPU backend only: burn's
+# emulation: cross-builds memkern-runtime and the `memkern` binary
+# (memkern-linux) for aarch64-unknown-linux-gnu with Debian's
+# gcc-aarch64-linux-gnu and runs, under qemu-aarch64-static, the runtime's
+# vault tests and real-model smoke test (memories in, KV block saved,
+# restored on the second ask) and the binary's SIGKILL crash test. CPU backend only: burn's
 # wgpu backend is left out of the ARM build (no Vulkan under user-mode QEMU,
 # and it would double the cross build's time).
 # Needs: apt-get install qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross;
@@ -16,12 +17,15 @@ TARGET=aarch64-unknown-linux-gnu
 # must go through the emulator (there is no binfmt handler).
 export MEMKERN_EXEC_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-ARGS=(--target "$TARGET" -p memkern-linux --no-default-features
-  --test runtime --test crash --test smoke "$@")
+RUNTIME=(--target "$TARGET" -p memkern-runtime --no-default-features
+  --test runtime --test smoke "$@")
+BINARY=(--target "$TARGET" -p memkern-linux --no-default-features --test crash "$@")
 SECONDS=0
-cargo build "${ARGS[@]}" --bin memkern
+cargo build "${BINARY[@]}" --bin memkern
+cargo build "${RUNTIME[@]}"
 echo "aarch64 build: ${SECONDS}s"
 SECONDS=0
 cargo run -q --target "$TARGET" -p memkern-linux --no-default-features --bin memkern -- --version
-cargo test "${ARGS[@]}" -- --skip chat_over_http
+cargo test "${RUNTIME[@]}"
+cargo test "${BINARY[@]}"
 echo "aarch64 tests under qemu-aarch64: ${SECONDS}s"

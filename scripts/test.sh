@@ -10,6 +10,16 @@ THUMB=thumbv7em-none-eabihf
 step "cargo fmt --check"
 cargo fmt --all --check
 
+# Rooms with one job: no module imports one that imports it back, and the
+# runtime knows nothing of HTTP, argument parsing, terminals or async.
+step "module import cycles; memkern-runtime's dependency tree"
+python3 scripts/module_cycles.py
+if cargo tree -p memkern-runtime --all-features -e normal --prefix none |
+  grep -E '^(axum|clap|indicatif|tokio) '; then
+  echo "memkern-runtime must not depend on axum, clap, indicatif or tokio" >&2
+  exit 1
+fi
+
 step "memkern-core for $THUMB: no features, alloc, defmt"
 cargo build -p memkern-core --target "$THUMB"
 cargo build -p memkern-core --target "$THUMB" --features alloc
@@ -41,7 +51,7 @@ step "tests (models are fetched into the model cache on first use)"
 cargo test "${FEATURES[@]}"
 
 # The Linux runtime on 64-bit ARM, under user-mode QEMU (HIL, part 2).
-step "aarch64: cross-build memkern-linux, run vault/crash/smoke tests under qemu-aarch64"
+step "aarch64: cross-build memkern-runtime and memkern, run vault/smoke/crash tests under qemu-aarch64"
 if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
   ./scripts/aarch64.sh
 elif [ "${MEMKERN_REQUIRE_QEMU:-}" = 1 ]; then

@@ -93,7 +93,7 @@ impl HybridParams {
     /// Keyword + time + speaker + context, no dense ranker: what a device
     /// without an embedder (the MCU) ranks with. Tuned on the shared LoCoMo
     /// conversations by coordinate ascent
-    /// (`platforms/linux/examples/locomo_tune.rs`); leave-one-conversation-out
+    /// (`benches/eval/examples/locomo_tune.rs`); leave-one-conversation-out
     /// recall matches the in-sample recall (`benches/RESULTS.md`).
     pub const KEYWORD_SIGNALS: HybridParams = HybridParams {
         bm25: Bm25Params::DEFAULT,

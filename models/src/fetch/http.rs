@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 use ureq::tls::{RootCerts, TlsConfig};
@@ -158,7 +157,9 @@ impl Http {
 
 /// A byte progress bar on stderr; hidden when `show` is false or stderr is
 /// not a terminal (indicatif does not draw to non-terminals).
-fn progress_bar(show: bool, len: u64, label: &str) -> ProgressBar {
+#[cfg(feature = "progress")]
+fn progress_bar(show: bool, len: u64, label: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     if !show {
         return ProgressBar::hidden();
     }
@@ -171,4 +172,25 @@ fn progress_bar(show: bool, len: u64, label: &str) -> ProgressBar {
     bar.set_style(style);
     bar.set_message(label.to_owned());
     bar
+}
+
+/// Without the `progress` feature a download reports its start through
+/// `tracing` and draws nothing.
+#[cfg(not(feature = "progress"))]
+fn progress_bar(show: bool, len: u64, label: &str) -> NoBar {
+    if show {
+        tracing::info!(file = label, bytes = len, "downloading");
+    }
+    NoBar
+}
+
+/// The progress bar of a build without the `progress` feature.
+#[cfg(not(feature = "progress"))]
+struct NoBar;
+
+#[cfg(not(feature = "progress"))]
+impl NoBar {
+    fn inc(&self, _: u64) {}
+    fn abandon(&self) {}
+    fn finish_and_clear(&self) {}
 }

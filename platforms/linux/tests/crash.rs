@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memkern_core::governance::Principal;
-use memkern_linux::runtime::{Config, MemoryId, Runtime};
+use memkern_runtime::{Config, MemoryId, Runtime};
 
 const KILLS: usize = 100;
 const LINES: usize = 3000;

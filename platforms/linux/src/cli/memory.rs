@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use memkern_linux::runtime::DedupMode;
+use memkern_runtime::DedupMode;
 
 /// Where the vault is and how to act on it (every runtime subcommand).
 #[derive(Args, Debug, Clone)]

@@ -182,11 +182,11 @@ pub struct ScaleArgs {
     #[arg(long, value_enum, default_value = "clustered")]
     pub vectors: VectorsArg,
     /// HNSW candidate list size while building.
-    #[arg(long, default_value_t = memkern_linux::ann::AnnParams::DEFAULT.ef_construction as u32,
+    #[arg(long, default_value_t = memkern_runtime::ann::AnnParams::DEFAULT.ef_construction as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ef_construction: u32,
     /// HNSW candidate list size while searching.
-    #[arg(long, default_value_t = memkern_linux::ann::AnnParams::DEFAULT.ef_search as u32,
+    #[arg(long, default_value_t = memkern_runtime::ann::AnnParams::DEFAULT.ef_search as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ef_search: u32,
     /// Print one JSON object instead of a table.

@@ -8,9 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use memkern_core::governance::Principal;
-use memkern_linux::eval::locomo;
-use memkern_linux::runtime::chat::{ChatStats, UsedAs};
-use memkern_linux::runtime::{AddAction, AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime};
+use memkern_eval::locomo;
+use memkern_runtime::chat::{ChatStats, UsedAs};
+use memkern_runtime::{
+    AddAction, AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime,
+};
 
 use super::llm::load_llm;
 use super::memory::open;
@@ -216,7 +218,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let mut config = Config::default();
     // Promote every memory a chat uses, so the second ask is warm.
     config.scheduler.promote_min_uses = 0.0;
-    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+    let embedder = memkern_runtime::embed::load_default().map_err(anyhow::Error::msg)?;
 
     let user = conv.speakers[0].to_lowercase();
     println!(
@@ -264,7 +266,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     }
     println!("==> restarting the runtime (vault reopened, index rebuilt from disk)");
     let t = Instant::now();
-    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+    let embedder = memkern_runtime::embed::load_default().map_err(anyhow::Error::msg)?;
     let (rt, report) = Runtime::open(&dir, config, Some(embedder))?;
     println!(
         "    {} memories indexed in {:.0} ms",
@@ -342,7 +344,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             }
         })
     };
-    let server = memkern_linux::server::Server::start_with(rt, assistant, &bind, max_body)
+    let server = memkern_server::Server::start_with(rt, assistant, &bind, max_body)
         .with_context(|| format!("cannot serve on {bind}"))?;
     eprintln!(
         "memkern: serving http://{} (SIGINT or SIGTERM stops)",
@@ -363,10 +365,10 @@ fn rss_bytes() -> Option<u64> {
 
 /// `memkern eval load`.
 pub fn load(args: &LoadArgs) -> Result<()> {
-    use memkern_linux::server::load::{self, LoadOptions, LoadUser, Op};
+    use memkern_eval::load::{self, LoadOptions, LoadUser, Op};
     let dir = std::env::temp_dir().join(format!("memkern-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let embedder = memkern_linux::embed::load_default().map_err(anyhow::Error::msg)?;
+    let embedder = memkern_runtime::embed::load_default().map_err(anyhow::Error::msg)?;
     let (rt, _) = Runtime::open(&dir, Config::default(), Some(embedder))?;
     let rt = Arc::new(rt);
     let mut users = Vec::new();
@@ -387,7 +389,7 @@ pub fn load(args: &LoadArgs) -> Result<()> {
     };
     let rss_loaded = rss_bytes();
     let server =
-        memkern_linux::server::Server::start_with(rt.clone(), assistant, "127.0.0.1:0", 64 * 1024)?;
+        memkern_server::Server::start_with(rt.clone(), assistant, "127.0.0.1:0", 64 * 1024)?;
     let weights = [Op::Add, Op::Search, Op::Chat];
     let opts = LoadOptions {
         clients: args.clients as usize,

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use memkern_linux::runtime::DistillRequest;
+use memkern_runtime::DistillRequest;
 
 use super::llm::load_llm;
 use super::memory::open;

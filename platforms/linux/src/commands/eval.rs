@@ -6,10 +6,10 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use memkern_linux::ann::AnnParams;
-use memkern_linux::embed;
-use memkern_linux::eval::locomo::{self, EvalOptions, Method, Report};
-use memkern_linux::eval::scale::{self, ScaleOptions, ScaleReport, Vectors};
+use memkern_eval::locomo::{self, EvalOptions, Method, Report};
+use memkern_eval::scale::{self, ScaleOptions, ScaleReport, Vectors};
+use memkern_runtime::ann::AnnParams;
+use memkern_runtime::embed;
 
 use crate::cli::{DenseMode, LocomoArgs, ScaleArgs, VectorsArg};
 
@@ -263,6 +263,6 @@ fn render_scale(r: &ScaleReport, no_embedder: Option<&String>) -> String {
 }
 
 /// A latency as `p50/p95` in milliseconds.
-fn pair(l: &memkern_linux::eval::stats::Latency) -> String {
+fn pair(l: &memkern_eval::stats::Latency) -> String {
     format!("{:.2}/{:.2}", l.p50_ms, l.p95_ms)
 }

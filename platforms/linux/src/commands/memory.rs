@@ -1,5 +1,5 @@
 //! The runtime subcommands: users, cubes and memories, over
-//! [`memkern_linux::runtime::Runtime`].
+//! [`memkern_runtime::Runtime`].
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use memkern_core::governance::Principal;
 use memkern_core::time::Timestamp;
-use memkern_linux::runtime::input::{parse_duration_ms, parse_time};
-use memkern_linux::runtime::{
+use memkern_runtime::input::{parse_duration_ms, parse_time};
+use memkern_runtime::{
     AddAction, AddRequest, Config, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
 };
 use serde::Serialize;
@@ -43,7 +43,7 @@ pub fn open(v: &VaultArgs) -> Result<(Runtime, Principal)> {
     let embedder = if v.no_embed {
         None
     } else {
-        match memkern_linux::embed::load_default() {
+        match memkern_runtime::embed::load_default() {
             Ok(e) => Some(e),
             Err(why) => bail!("{why} (use --no-embed for keyword search only)"),
         }
@@ -105,7 +105,7 @@ pub fn user(args: &UserArgs) -> Result<()> {
             let (user, key) = rt.create_user(&who, name)?;
             #[derive(Serialize)]
             struct Out<'a> {
-                user: &'a memkern_linux::runtime::UserInfo,
+                user: &'a memkern_runtime::UserInfo,
                 api_key: &'a str,
             }
             print(
@@ -147,7 +147,7 @@ pub fn user(args: &UserArgs) -> Result<()> {
 pub fn cube(args: &CubeArgs) -> Result<()> {
     let (rt, who) = open(&args.vault)?;
     let json = args.vault.json;
-    let line = |n: &memkern_linux::runtime::NamespaceInfo| {
+    let line = |n: &memkern_runtime::NamespaceInfo| {
         format!(
             "{:>4}  owner {}  {}  readers {:?}  writers {:?}",
             n.id, n.owner, n.name, n.readers, n.writers
@@ -367,7 +367,7 @@ pub fn expire(args: &ExpireArgs) -> Result<()> {
     let at = match (&args.ttl, &args.at) {
         (Some(ttl), _) => {
             let ms = parse_duration_ms(ttl)?;
-            memkern_linux::runtime::now().saturating_add_millis(i64::try_from(ms)?)
+            memkern_runtime::now().saturating_add_millis(i64::try_from(ms)?)
         }
         (None, Some(at)) => parse_time(at)?,
         (None, None) => bail!("give --ttl or --at"),
@@ -411,7 +411,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let (rt, who) = open(&args.vault)?;
     let ns = namespace_of(&rt, &args.cube)?;
     let key = match &rt.config().packs.signing_key {
-        Some(path) => Some(memkern_linux::runtime::pack::load_key(path)?),
+        Some(path) => Some(memkern_runtime::pack::load_key(path)?),
         None => None,
     };
     let (bytes, report) = rt.export(&who, ns, key.as_ref())?;

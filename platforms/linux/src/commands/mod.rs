@@ -1,7 +1,9 @@
 //! One module per subcommand; [`run`] dispatches.
 //!
 //! Commands own the user-facing side (progress bars, tables, `anyhow`
-//! context); the work itself is in the `memkern_linux` library.
+//! context); the work itself is in the libraries: `memkern_runtime` (the
+//! memory OS), `memkern_server` (HTTP), `memkern_eval` (benchmarks) and
+//! `memkern_models` (the models).
 
 mod chat;
 mod distill;
@@ -51,7 +53,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Export(args) => memory::export(&args),
         Command::Import(args) => memory::import(&args),
         Command::Pack(crate::cli::PackCommand::Keygen { file }) => {
-            let public = memkern_linux::runtime::pack::generate_key(&file)?;
+            let public = memkern_runtime::pack::generate_key(&file)?;
             println!("public key: {public}");
             Ok(())
         }

@@ -1,0 +1,149 @@
+//! `chat` on the real models (all-MiniLM-L6-v2 for retrieval, SmolLM2 for
+//! the answer): memories reach the answer, the second ask restores the KV
+//! block saved after the first and answers the same, a near-duplicate
+//! becomes the memory's new version, and deleting a memory deletes the snapshots derived from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memkern_core::governance::Principal;
+use memkern_runtime::chat::UsedAs;
+use memkern_runtime::{AddAction, AddRequest, Assistant, ChatRequest, Config, Runtime};
+
+mod common;
+
+fn temp_dir(name: &str) -> PathBuf {
+    common::temp_dir("chat", name)
+}
+
+use common::llm;
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
+    let dir = temp_dir("main");
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
+    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let (info, _) = rt.create_user(&rt.admin(), "caroline").expect("user");
+    let ns = rt.namespace_named(info.id, "default").expect("cube").id;
+    let who = Principal::user(info.id);
+    let add = |text: &str| {
+        rt.add(
+            &who,
+            &AddRequest {
+                namespace: ns,
+                text: text.to_owned(),
+                ..AddRequest::default()
+            },
+        )
+        .expect("add")
+    };
+    let cat = add("I adopted a grey cat and named her Pixel.");
+    add("I work as a nurse at the hospital in Lisbon.");
+    add("My favourite food is grilled sardines.");
+    // A paraphrase becomes the memory's new version, not a second memory.
+    let again = add("I adopted a gray cat and I named her Pixel.");
+    eprintln!(
+        "paraphrase: action={:?} similarity={:?}",
+        again.action, again.similarity
+    );
+    assert!(
+        again.action == AddAction::Updated && again.id == cat.id && again.version == 2,
+        "{again:?}"
+    );
+    let unrelated = add("The cat next door is called Tiger.");
+    assert!(
+        unrelated.action == AddAction::Stored,
+        "a different fact is kept: {unrelated:?}"
+    );
+
+    let rt = Arc::new(rt);
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    // Not stored, so both asks see the same memories.
+    let ask = || {
+        let mut req = ChatRequest::new("What is the name of my cat?");
+        req.remember = false;
+        assistant.chat(&who, &req).expect("chat")
+    };
+    let cold = ask();
+    eprintln!("cold: {cold:#?}");
+    assert!(cold.answer.contains("Pixel"), "{}", cold.answer);
+    assert!(
+        cold.memories
+            .iter()
+            .any(|m| m.id == cat.id && m.used_as == UsedAs::Text)
+    );
+    assert_eq!(cold.restored_tokens, 0);
+    assert_eq!(cold.promoted, 1, "the turn's memory prefix was saved");
+    let warm = ask();
+    eprintln!("warm: {warm:#?}");
+    assert!(warm.restored_tokens > 0, "the block was restored");
+    assert!(
+        warm.memories
+            .iter()
+            .any(|m| m.id == cat.id && m.used_as == UsedAs::Snapshot)
+    );
+    assert_eq!(
+        warm.answer, cold.answer,
+        "restoring the f16 block answers as the cold prefill did"
+    );
+    assert!(warm.prompt_tokens == cold.prompt_tokens);
+    let (blocks, bytes, _, _) = assistant.tiers();
+    assert_eq!(blocks, 1);
+    assert!(bytes > 0);
+    let stats = rt.stats().expect("stats");
+    assert_eq!(
+        (stats.snapshots, stats.chat.snapshot_hits, stats.chat.turns),
+        (1, 1, 2)
+    );
+
+    // Another user's chat never sees Caroline's memories or restores her
+    // KV block, though the block is the only one stored.
+    let (bob, _) = rt.create_user(&rt.admin(), "bob").expect("bob");
+    let mut req = ChatRequest::new("What is the name of my cat?");
+    req.remember = false;
+    let theirs = assistant
+        .chat(&Principal::user(bob.id), &req)
+        .expect("bob's chat");
+    assert!(theirs.memories.is_empty(), "{theirs:?}");
+    assert_eq!(theirs.restored_tokens, 0);
+    assert!(!theirs.answer.contains("Pixel"), "{}", theirs.answer);
+
+    // Hard delete: the memory, its snapshot block and the block's blob.
+    let report = rt.delete(&who, cat.id).expect("delete");
+    assert_eq!(report.derived, 1);
+    assert_eq!(files_under(&dir.join("blobs")), 0, "snapshot blob deleted");
+    // Housekeeping forgets the deleted block (nothing else to do).
+    assert_eq!(assistant.housekeeping().expect("housekeeping"), (0, 0));
+    assert_eq!(assistant.tiers().0, 0, "no stale block left in the tiers");
+    let after = assistant
+        .chat(&who, &ChatRequest::new("What is the name of my cat?"))
+        .expect("chat");
+    assert!(after.memories.iter().all(|m| m.id != cat.id));
+    // A question is not a fact: it is not stored as a memory…
+    assert_eq!(after.stored, None, "a question is not remembered");
+    assert_eq!(after.restored_tokens, 0, "no stale block restored");
+    // …while by default a turn that states something is.
+    let mut tell = ChatRequest::new("My cat's vet is Dr. Moss.");
+    tell.max_tokens = 8;
+    let told = assistant.chat(&who, &tell).expect("chat");
+    let stored = told.stored.expect("the statement was remembered");
+    assert_eq!(
+        rt.get(&who, stored).expect("stored turn").text,
+        "My cat's vet is Dr. Moss."
+    );
+    drop(assistant);
+    drop(rt);
+    let db = std::fs::read(dir.join("vault.redb")).expect("db");
+    assert!(!contains(&db, "Pixel"), "no residue of the deleted memory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
