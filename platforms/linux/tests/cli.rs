@@ -329,6 +329,20 @@ fn serve_answers_and_stops_on_sigterm() {
     conn.read_to_string(&mut reply).expect("reply");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"ok\""), "{reply}");
+    // The CLI beside the running server: one line that says what to do,
+    // and the server's files are left alone.
+    let dir_s = dir.to_str().expect("utf-8");
+    let err = refused(&[
+        "add",
+        "--user",
+        "admin",
+        "hello",
+        "--no-embed",
+        "--data-dir",
+        dir_s,
+    ]);
+    assert!(err.contains("in use by another memkern process"), "{err}");
+    assert!(err.contains("HTTP API"), "{err}");
     let pid = child.id().to_string();
     // The shell's builtin `kill`: no procps package needed.
     let st = std::process::Command::new("sh")

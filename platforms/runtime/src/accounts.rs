@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::audit::{Event, append};
+use super::input::shown;
 use super::tables::{
     NAMESPACES, NamespaceRow, USER_KEYS, USER_NAMES, USERS, UserRow, decode, encode, next,
 };
@@ -84,7 +85,8 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(RuntimeError::Invalid(format!(
-            "{kind} name {name:?}: use 1–{MAX_NAME_LEN} of A–Z a–z 0–9 - _ ."
+            "{kind} name {}: use 1–{MAX_NAME_LEN} of A–Z a–z 0–9 - _ .",
+            shown(name)
         )))
     }
 }
@@ -179,7 +181,7 @@ impl Runtime {
             append(txn, &[event])?;
             Ok(Some(id))
         })?;
-        let id = id.ok_or_else(|| RuntimeError::Exists(format!("user {name:?}")))?;
+        let id = id.ok_or_else(|| RuntimeError::Exists(format!("user {}", shown(name))))?;
         Ok((
             UserInfo {
                 id: UserId(id),
@@ -257,7 +259,7 @@ impl Runtime {
         drop(vault);
         let id = id.ok_or_else(|| RuntimeError::NotFound {
             what: "user",
-            id: name.to_owned(),
+            id: shown(name),
         })?;
         self.user_by_id(UserId(id))
     }

@@ -72,7 +72,7 @@ pub struct ChatRequest {
     #[serde(default = "yes")]
     pub snapshots: bool,
     /// The caller's own instructions (an OpenAI `system` message), placed
-    /// after memkern's system prompt and the memories.
+    /// in memkern's system turn after the memories.
     #[serde(default)]
     pub system: Option<String>,
     /// Earlier turns of this conversation, oldest first, placed before
@@ -282,8 +282,8 @@ fn llm_err(e: impl std::fmt::Display) -> RuntimeError {
 /// Memory head → (memory, text, its prompt line's tokens).
 type Lines = HashMap<CubeId, (MemoryId, String, Vec<u32>)>;
 
-/// The prompt after the memory lines: memkern's system turn closed, the
-/// caller's system text, the history turns that fit `budget` tokens
+/// The prompt after the memory lines: the caller's system text, memkern's
+/// system turn closed, the history turns that fit `budget` tokens
 /// (newest kept), the message, and the assistant's turn opened.
 fn conversation_tail(
     tok: &Tokenizer,
@@ -296,10 +296,18 @@ fn conversation_tail(
         t.extend(tok.encode("<|im_end|>\n")?);
         Ok(t)
     };
-    let mut tail = tok.encode("<|im_end|>\n")?;
+    // The caller's instructions close memkern's own system turn, after
+    // the memory lines: a second system turn between the memories and the
+    // question makes a small model lose the memories (measured: "Where
+    // does my sister live?" after "You are a helpful assistant." as its
+    // own turn → "Ashwood"; inside the first turn → "Porto"). The KV
+    // block prefix (header + memory lines) is unchanged either way.
+    let mut tail = Vec::new();
     if let Some(system) = req.system.as_deref().filter(|s| !s.trim().is_empty()) {
-        tail.extend(turn("system", system)?);
+        tail.extend(tok.encode_literal(system.trim())?);
+        tail.extend(tok.encode_literal("\n")?);
     }
+    tail.extend(tok.encode("<|im_end|>\n")?);
     let mut last = tok.encode("<|im_start|>user\n")?;
     last.extend(tok.encode_literal(&req.message)?);
     last.extend(tok.encode("<|im_end|>\n<|im_start|>assistant\n")?);

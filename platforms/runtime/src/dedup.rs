@@ -64,7 +64,12 @@ impl FromStr for DedupMode {
         DedupMode::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| format!("dedup must be off, exact or near, got {s:?}"))
+            .ok_or_else(|| {
+                format!(
+                    "dedup must be off, exact or near, got {}",
+                    crate::input::shown(s)
+                )
+            })
     }
 }
 

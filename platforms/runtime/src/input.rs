@@ -66,6 +66,21 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, RuntimeError> {
     n.checked_mul(per).ok_or_else(bad)
 }
 
+/// Longest piece of a caller's input an error message repeats.
+pub const SHOWN_INPUT_CHARS: usize = 48;
+
+/// `input` as error messages show it: quoted, cut to
+/// [`SHOWN_INPUT_CHARS`] characters with `…` and the full length, so a
+/// 5000-character id is not echoed back whole.
+pub fn shown(input: &str) -> String {
+    let n = input.chars().count();
+    if n <= SHOWN_INPUT_CHARS {
+        return format!("{input:?}");
+    }
+    let head: String = input.chars().take(SHOWN_INPUT_CHARS).collect();
+    format!("{head:?}… ({n} characters)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

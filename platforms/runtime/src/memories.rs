@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use super::audit::{Event, append};
 use super::dedup::{AddAction, Candidate, DedupMode, later_expiry, same_event, union_tags};
 use super::index::quantize;
+use super::input::shown;
 use super::redact::SecretKind;
 use super::tables::{
     MEMORIES, MemoryRow, NamespaceRow, TEXT_HASHES, copy_all, decode, encode, next,
@@ -56,7 +57,7 @@ impl FromStr for MemoryId {
     type Err = RuntimeError;
     fn from_str(s: &str) -> Result<MemoryId> {
         CubeId::from_hex(s).map(MemoryId).ok_or_else(|| {
-            RuntimeError::Invalid(format!("{s:?} is not a memory id (32 hex digits)"))
+            RuntimeError::Invalid(format!("{} is not a memory id (32 hex digits)", shown(s)))
         })
     }
 }
@@ -251,7 +252,8 @@ fn check_tags(tags: &[String]) -> Result<heapless::Vec<String, MAX_TAGS>> {
     for t in tags {
         if t.is_empty() || t.len() > MAX_TAG_LEN {
             return Err(RuntimeError::Invalid(format!(
-                "tag {t:?}: 1–{MAX_TAG_LEN} bytes"
+                "tag {}: 1–{MAX_TAG_LEN} bytes",
+                shown(t)
             )));
         }
         out.push(t.clone())

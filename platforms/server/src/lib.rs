@@ -33,6 +33,7 @@
 //! | `POST /v1/chat/completions` | user | OpenAI chat-completions body → `chat.completion` (or SSE chunks with `"stream": true`; 503 without a model) |
 //! | `GET /v1/models` | user | → OpenAI's model list (the served model; empty without one) |
 //! | `GET /v1/models/{id}` | user | → one model (404 in OpenAI's shape if unknown) |
+//! | `POST /mcp` | user | MCP streamable HTTP (JSON-RPC; tools in [`mcp`]) |
 //! | `GET /openapi.json` | anyone | → the OpenAPI 3.1 document of these routes |
 //!
 //! Every route but health and `/openapi.json` needs
@@ -60,6 +61,7 @@
 
 mod chat;
 mod extract;
+pub mod mcp;
 mod openai;
 mod openapi;
 mod routes;
@@ -133,6 +135,7 @@ pub fn router_with(
         max_body_bytes,
     };
     api_routes()
+        .merge(mcp::routes(&state))
         .fallback(extract::not_found)
         .layer(axum::middleware::from_fn(extract::log_and_finish))
         // For axum's own body extractors in route modules; `JsonBody`

@@ -290,6 +290,20 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/mcp": {
+                "post": {
+                    "summary": "Model Context Protocol, streamable HTTP transport (JSON-RPC 2.0): the memory tools add, search, get, update, delete, list, history, rollback, chat, cube_create, cube_share, stats, each with its input schema in `tools/list`",
+                    "tags": ["mcp"],
+                    "requestBody": body(json!({ "type": "object", "description": "A JSON-RPC 2.0 message (initialize, tools/list, tools/call, …)." })),
+                    "responses": {
+                        "200": { "description": "The JSON-RPC answer, as JSON or as server-sent events", "content": {
+                            "application/json": { "schema": { "type": "object" } },
+                            "text/event-stream": { "schema": { "type": "string" } }
+                        } },
+                        "401": { "$ref": "#/components/responses/Unauthorized" }
+                    }
+                }
+            },
             "/v1/models": {
                 "get": {
                     "summary": "The language model this server answers with (OpenAI's list shape; empty without one)",

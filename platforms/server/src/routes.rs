@@ -114,7 +114,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CubePath {
         raw.parse::<u64>()
             .map(|n| CubePath(NamespaceId(n)))
             .map_err(|_| {
-                ApiError::bad_request(format!("{raw:?} is not a cube id (a whole number)"))
+                ApiError::bad_request(format!(
+                    "{} is not a cube id (a whole number)",
+                    memkern_runtime::input::shown(&raw)
+                ))
             })
     }
 }

@@ -428,6 +428,24 @@ pub struct ServeArgs {
     pub model: super::ModelArgs,
 }
 
+/// Arguments of `memkern mcp`.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The vault (`--as USER` names the user the tools act as).
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// Act as the holder of this API key instead of `--as`.
+    #[arg(long, value_name = "KEY", conflicts_with = "as_user")]
+    pub key: Option<String>,
+    /// Do not load the LLM: no `chat` tool answers (memory tools only;
+    /// less RAM, faster start).
+    #[arg(long)]
+    pub no_llm: bool,
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+}
+
 /// `memkern models …`.
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {

@@ -76,6 +76,10 @@ pub enum Command {
     /// Serve the runtime's HTTP API (loopback by default) until SIGINT or
     /// SIGTERM.
     Serve(ServeArgs),
+    /// Serve the memory as MCP tools over standard input/output for one
+    /// user (`--as USER` or `--key KEY`): the command line an MCP client
+    /// (a desktop assistant, an agent) starts.
+    Mcp(McpArgs),
     /// What the vault holds per tier, and snapshot hit rates and TTFT.
     Stats(StatsArgs),
     /// Write a cube's memories (all versions) and snapshots to a pack file.

@@ -16,7 +16,7 @@ use memkern_runtime::{
 
 use super::llm::load_llm;
 use super::memory::open;
-use crate::cli::{ChatArgs, DemoArgs, LoadArgs, ServeArgs, StatsArgs};
+use crate::cli::{ChatArgs, DemoArgs, LoadArgs, McpArgs, ServeArgs, StatsArgs};
 
 fn print_answer(r: &ChatResponse) {
     println!("{}", r.answer);
@@ -353,6 +353,25 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     server.wait()?;
     drop(sweeper); // detached; it ends at its next wake-up (the runtime is gone)
     Ok(())
+}
+
+/// `memkern mcp`: MCP tools over stdio as one user. Logs go to standard
+/// error; standard output carries only the protocol.
+pub fn mcp(args: &McpArgs) -> Result<()> {
+    let (rt, who) = open(&args.vault)?;
+    let who = match (&args.key, &args.vault.as_user) {
+        (Some(key), _) => rt.authenticate(key).context("--key")?,
+        (None, Some(_)) => who,
+        (None, None) => bail!("say which user the tools act as: --as USER or --key KEY"),
+    };
+    let rt = Arc::new(rt);
+    let assistant = if args.no_llm {
+        None
+    } else {
+        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+        Some(Arc::new(Assistant::new(rt.clone(), llm)?))
+    };
+    memkern_server::mcp::serve_stdio(rt, assistant, who).context("MCP over stdio")
 }
 
 /// Resident set size of this process, from /proc (Linux), bytes.

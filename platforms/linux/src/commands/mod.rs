@@ -48,6 +48,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Stats(args) => chat::stats(&args),
         Command::Distill(args) => distill::distill(&args),
         Command::Serve(args) => chat::serve(&args),
+        Command::Mcp(args) => chat::mcp(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Demo(args) => chat::demo(&args),
         Command::Export(args) => memory::export(&args),

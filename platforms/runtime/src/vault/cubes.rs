@@ -32,6 +32,17 @@ pub enum VaultError {
         /// redb's description.
         message: String,
     },
+    /// Another process holds the vault (a running `memkern serve`, most
+    /// likely).
+    #[error(
+        "the vault {} is in use by another memkern process (a running `memkern serve`?): \
+         use its HTTP API (curl, the OpenAI SDK) or its MCP endpoint /mcp while it runs, or stop it first",
+        path.display()
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A blob operation failed.
     #[error(transparent)]
     Blob(#[from] BlobError),
@@ -89,12 +100,21 @@ impl Vault {
     /// interrupted write left behind.
     pub fn open(dir: impl AsRef<Path>) -> Result<(Self, Recovery), VaultError> {
         let dir = dir.as_ref();
-        let (blobs, temp_files) = BlobStore::open(dir.join("blobs"))?;
         let path = dir.join("vault.redb");
-        let db = Database::create(&path).map_err(|e| VaultError::Db {
+        std::fs::create_dir_all(dir).map_err(|e| VaultError::Db {
             path: path.clone(),
-            message: e.to_string(),
+            message: format!("cannot create {}: {e}", dir.display()),
         })?;
+        // The database lock first: only its holder may clean up the blob
+        // directory (another process's half-written blob is not debris).
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => VaultError::InUse { path: path.clone() },
+            e => VaultError::Db {
+                path: path.clone(),
+                message: e.to_string(),
+            },
+        })?;
+        let (blobs, temp_files) = BlobStore::open(dir.join("blobs"))?;
         let vault = Self { db, path, blobs };
         let referenced = vault.referenced_blobs()?;
         let orphan_blobs = vault.blobs.retain(&referenced)?;
