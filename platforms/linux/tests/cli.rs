@@ -354,3 +354,47 @@ fn serve_answers_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0), "graceful exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `memkern ingest` reports a line that is not UTF-8 and goes on; empty
+/// lines are counted, not stored.
+#[test]
+fn ingest_skips_and_reports_lines_that_are_not_utf8() {
+    let dir = temp_dir("ingest-utf8");
+    let d = dir.to_str().expect("utf-8");
+    let made = memkern(&["user", "add", "ann", "--no-embed", "--data-dir", d]);
+    assert!(made.status.success(), "{made:?}");
+    let file = dir.join("lines.txt");
+    std::fs::write(
+        &file,
+        b"My dog is called Biscuit.\n\n\xff\xfe broken\r\nI live in Porto.\r\n",
+    )
+    .expect("write");
+    let out = memkern(&[
+        "ingest",
+        "--user",
+        "ann",
+        file.to_str().expect("utf-8"),
+        "--no-embed",
+        "--data-dir",
+        d,
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let acked: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(acked, ["1", "4"], "{stdout}");
+    assert!(
+        stderr.contains("line 3: not valid UTF-8, skipped"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("skipped 1 empty and 1 non-UTF-8 lines"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

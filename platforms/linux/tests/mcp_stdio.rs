@@ -6,18 +6,12 @@
 
 use std::process::Command;
 
+#[path = "../../server/tests/clients/mod.rs"]
+mod clients;
+
 #[test]
 fn mcp_over_stdio_with_the_python_sdk() {
-    let has_sdk = Command::new("python3")
-        .args(["-c", "import mcp"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_sdk {
-        assert!(
-            std::env::var("MEMKERN_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "the MCP Python SDK is missing (pip install mcp)"
-        );
-        eprintln!("SKIP: pip install mcp to run this test");
+    if !clients::installed("mcp", "mcp") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("memkern-mcp-stdio-{}", std::process::id()));
@@ -43,18 +37,7 @@ fn mcp_over_stdio_with_the_python_sdk() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--as USER or --key KEY"));
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../server/tests/clients/mcp_sdk.py"
-    );
-    let out = Command::new("python3")
-        .args([script, "stdio", exe, data])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the MCP SDK script failed");
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let seen = clients::run("mcp_sdk.py", &["stdio", exe, data]);
     assert_eq!(seen["bob_hits"], 0, "{seen}");
     let _ = std::fs::remove_dir_all(&dir);
 }

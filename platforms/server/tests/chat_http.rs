@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use memkern_core::governance::Principal;
-use memkern_runtime::{AddRequest, Assistant, Config, Runtime};
+use memkern_runtime::{Assistant, Config, Runtime};
 use memkern_server::Server;
 
 #[path = "../../runtime/tests/common/mod.rs"]
 mod common;
+mod erin;
 
 use common::llm;
 
@@ -22,18 +22,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn chat_over_http() {
     let dir = temp_dir("http");
     let (rt, _) = Runtime::open(&dir, Config::default(), None).expect("vault");
-    let admin = rt.admin();
-    let (info, key) = rt.create_user(&admin, "erin").expect("user");
-    let ns = rt.namespace_named(info.id, "default").expect("cube").id;
-    rt.add(
-        &Principal::user(info.id),
-        &AddRequest {
-            namespace: ns,
-            text: "My sister Dana lives in Porto.".to_owned(),
-            ..AddRequest::default()
-        },
-    )
-    .expect("add");
+    let (_, key, _) = erin::erin(&rt);
     let rt = Arc::new(rt);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

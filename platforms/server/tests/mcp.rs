@@ -5,34 +5,17 @@
 //! B's client sees none of user A's memories. Also: no key → 401.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use memkern_runtime::{Config, Runtime};
 use memkern_server::Server;
-use serde_json::Value;
+
+mod clients;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("memkern-mcp-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-/// Whether the MCP Python SDK is importable; a failure when CI requires
-/// the real clients.
-fn has_mcp_sdk() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import mcp"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("MEMKERN_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "the MCP Python SDK is missing (pip install mcp)"
-        );
-        eprintln!("SKIP: pip install mcp to run this test");
-    }
-    ok
 }
 
 #[test]
@@ -56,16 +39,8 @@ fn mcp_over_streamable_http_with_the_python_sdk() {
         .expect("request");
     assert_eq!(r.status().as_u16(), 401);
 
-    if has_mcp_sdk() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_sdk.py");
-        let out = Command::new("python3")
-            .args([script, "http", &url, &alice.0, &bob.0])
-            .output()
-            .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "the MCP SDK script failed");
-        let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    if clients::installed("mcp", "mcp") {
+        let seen = clients::run("mcp_sdk.py", &["http", &url, &alice.0, &bob.0]);
         assert_eq!(seen["bob_hits"], 0, "{seen}");
     }
     server.shutdown().expect("shutdown");

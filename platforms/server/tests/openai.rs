@@ -9,13 +9,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memkern_core::governance::Principal;
-use memkern_runtime::{AddRequest, Assistant, Config, Runtime};
+use memkern_runtime::{Assistant, Config, Runtime};
 use memkern_server::Server;
 use serde_json::{Value, json};
 
+mod clients;
 #[path = "../../runtime/tests/common/mod.rs"]
 mod common;
+mod erin;
+
+use erin::erin;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir("openai", name)
@@ -117,20 +120,8 @@ fn openai_chat_completions_with_memory() {
     let dir = temp_dir("main");
     let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
     let (rt, _) = Runtime::open(&dir, Config::default(), Some(embedder)).expect("vault");
-    let (info, key) = rt.create_user(&rt.admin(), "erin").expect("user");
+    let (who, key, dana) = erin(&rt);
     let key = key.0;
-    let ns = rt.namespace_named(info.id, "default").expect("cube").id;
-    let who = Principal::user(info.id);
-    let dana = rt
-        .add(
-            &who,
-            &AddRequest {
-                namespace: ns,
-                text: "My sister Dana lives in Porto.".to_owned(),
-                ..AddRequest::default()
-            },
-        )
-        .expect("add");
     let rt = Arc::new(rt);
     let question = |extra: Value| {
         let mut body = json!({
@@ -253,7 +244,7 @@ fn openai_chat_completions_with_memory() {
     assert_eq!(usage["total_tokens"].as_u64(), Some(p + c));
     let memories = v["memkern"]["memories"].as_array().expect("memories");
     assert!(
-        memories.iter().any(|m| m["id"] == dana.id.to_string()
+        memories.iter().any(|m| m["id"] == dana.to_string()
             && m["text"] == "My sister Dana lives in Porto."
             && m["used_as"] == "text"),
         "{v}"
@@ -339,44 +330,18 @@ fn openai_chat_completions_with_memory() {
 /// is missing, unless `MEMKERN_REQUIRE_CLIENTS=1` (CI).
 #[test]
 fn the_openai_python_sdk_works_unchanged() {
-    let has_sdk = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_sdk {
-        assert!(
-            std::env::var("MEMKERN_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "the openai Python SDK is missing (pip install openai)"
-        );
-        eprintln!("SKIP: pip install openai to run this test");
+    if !clients::installed("openai", "openai") {
         return;
     }
     let dir = temp_dir("sdk");
     let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
     let (rt, _) = Runtime::open(&dir, Config::default(), Some(embedder)).expect("vault");
-    let (info, key) = rt.create_user(&rt.admin(), "erin").expect("user");
-    let ns = rt.namespace_named(info.id, "default").expect("cube").id;
-    rt.add(
-        &Principal::user(info.id),
-        &AddRequest {
-            namespace: ns,
-            text: "My sister Dana lives in Porto.".to_owned(),
-            ..AddRequest::default()
-        },
-    )
-    .expect("add");
+    let (_, key, _) = erin(&rt);
     let rt = Arc::new(rt);
     let assistant = Arc::new(Assistant::new(rt.clone(), llm()).expect("assistant"));
     let server = Server::start_with(rt, Some(assistant), "127.0.0.1:0", 65536).expect("server");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
-    let out = std::process::Command::new("python3")
-        .args([script, &format!("http://{}", server.addr()), &key.0])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the SDK script failed");
-    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let base = format!("http://{}", server.addr());
+    let seen = clients::run("openai_sdk.py", &[&base, &key.0]);
     assert_eq!(
         (seen["unknown_model"].as_u64(), seen["refused"].as_u64()),
         (Some(404), Some(400))

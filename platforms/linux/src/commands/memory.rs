@@ -240,35 +240,51 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
         indicatif::ProgressStyle::with_template("{spinner} {pos} memories ({per_sec}) {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    for (n, line) in reader.lines().enumerate() {
+    let (mut stored, mut merged, mut updated, mut empty, mut invalid) = (0, 0, 0, 0, 0);
+    for (n, line) in reader.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        if line.trim().is_empty() {
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        // A line that is not UTF-8 is reported and skipped; the others go on.
+        let Ok(text) = std::str::from_utf8(line) else {
+            bar.suspend(|| eprintln!("line {}: not valid UTF-8, skipped", n + 1));
+            invalid += 1;
+            continue;
+        };
+        if text.trim().is_empty() {
+            empty += 1;
             continue;
         }
         let req = AddRequest {
             namespace,
-            text: line,
+            text: text.to_owned(),
             dedup: args.dedup.map(Into::into),
             ..AddRequest::default()
         };
         let o = rt
             .add(&who, &req)
             .with_context(|| format!("line {}", n + 1))?;
-        writeln!(
-            out,
-            "ack {} {}{}",
-            n + 1,
-            o.id,
-            match o.action {
-                AddAction::Stored => "",
-                AddAction::Merged => " duplicate",
-                AddAction::Updated => " updated",
+        let tag = match o.action {
+            AddAction::Stored => {
+                stored += 1;
+                ""
             }
-        )?;
+            AddAction::Merged => {
+                merged += 1;
+                " duplicate"
+            }
+            AddAction::Updated => {
+                updated += 1;
+                " updated"
+            }
+        };
+        writeln!(out, "ack {} {}{tag}", n + 1, o.id)?;
         out.flush()?;
         bar.inc(1);
     }
     bar.finish_and_clear();
+    eprintln!(
+        "{stored} stored, {merged} merged, {updated} updated; skipped {empty} empty and {invalid} non-UTF-8 lines"
+    );
     Ok(())
 }
 
