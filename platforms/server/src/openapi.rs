@@ -398,9 +398,9 @@ fn schemas() -> Value {
         (
             "AddRequest",
             json!({
-                "type": "object", "required": ["namespace", "text"], "additionalProperties": false,
+                "type": "object", "required": ["text"], "additionalProperties": false,
                 "properties": {
-                    "namespace": { "type": "integer", "description": "The cube to store in." },
+                    "namespace": { "oneOf": [ { "type": "integer" }, { "type": "string" } ], "description": "The cube to store in: its id, or the name of one of the caller's cubes (default: the caller's cube \"default\")." },
                     "text": { "type": "string" },
                     "time": { "$ref": "#/components/schemas/Timestamp", "description": "When it happened (default: now)." },
                     "tags": { "type": "array", "items": { "type": "string" } },

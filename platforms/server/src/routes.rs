@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::extract::{ApiError, Auth, JsonBody, MemoryPath, blocking, path_param};
 use memkern_runtime::input::{parse_duration_ms, parse_time};
-use memkern_runtime::{AddAction, AddRequest, MemoryId, SearchRequest, ShareAccess, now};
+use memkern_runtime::{
+    AddAction, AddRequest, DedupMode, MemoryId, SearchRequest, ShareAccess, now,
+};
 
 /// `GET /v1/health`.
 pub(super) fn health() -> Router<ApiState> {
@@ -139,12 +141,55 @@ async fn share_cube(
     Ok(Json(info))
 }
 
+/// A cube as a request names it: its id, or the name of one of the
+/// caller's cubes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CubeSel {
+    Id(u64),
+    Name(String),
+}
+
+/// `POST /v1/memories`'s body: [`AddRequest`] with the cube optional and
+/// nameable, as on the CLI (default: the caller's cube "default").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    #[serde(default)]
+    namespace: Option<CubeSel>,
+    text: String,
+    #[serde(default)]
+    time: Option<Timestamp>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    dedup: Option<DedupMode>,
+}
+
 async fn add(
     State(s): State<ApiState>,
     Auth(who): Auth,
-    JsonBody(req): JsonBody<AddRequest>,
+    JsonBody(body): JsonBody<AddBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let out = blocking(move || s.rt.add(&who, &req)).await?;
+    let out = blocking(move || {
+        let namespace = match body.namespace {
+            Some(CubeSel::Id(id)) => NamespaceId(id),
+            Some(CubeSel::Name(name)) => s.rt.namespace_named(who.user, &name)?.id,
+            None => s.rt.namespace_named(who.user, "default")?.id,
+        };
+        let req = AddRequest {
+            namespace,
+            text: body.text,
+            time: body.time,
+            tags: body.tags,
+            ttl_ms: body.ttl_ms,
+            dedup: body.dedup,
+        };
+        s.rt.add(&who, &req)
+    })
+    .await?;
     // 201 only for a new memory; a merge or an update answers with the
     // existing memory's id.
     let status = match out.action {

@@ -516,6 +516,24 @@ fn dedup_is_visible_and_chosen_per_request_over_http() {
             "{r:?}"
         );
     }
+    // The cube by name, or left out (the caller's "default"), as on the
+    // CLI; an unknown name is a 404.
+    for body in [
+        json!({ "namespace": "default", "text": "My bike is green." }),
+        json!({ "text": "My bike has a bell." }),
+    ] {
+        let r = post(body);
+        assert_eq!(r.status, 201, "{r:?}");
+        let got = api.call(
+            "GET",
+            &format!("/v1/memories/{}", r.json["id"].as_str().unwrap_or("")),
+            &key,
+            None,
+        );
+        assert_eq!(got.json["namespace"].as_u64(), Some(cube), "{got:?}");
+    }
+    let nowhere = post(json!({ "namespace": "holidays", "text": "x" }));
+    assert_eq!(nowhere.status, 404, "{nowhere:?}");
     let bad = post(json!({ "namespace": cube, "text": "x", "dedup": "fuzzy" }));
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(bad.error().contains("unknown variant"), "{bad:?}");
@@ -754,8 +772,8 @@ fn bad_input_gets_a_clear_json_error() {
         ("/v1/memories", "", "request body"),
         (
             "/v1/memories",
-            "{\"namespace\": \"one\", \"text\": \"x\"}",
-            "invalid type: string \"one\"",
+            "{\"namespace\": true, \"text\": \"x\"}",
+            "did not match any variant",
         ),
         ("/v1/memories", "{\"namespace\": 1}", "missing field `text`"),
         (
