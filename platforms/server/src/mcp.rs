@@ -233,6 +233,17 @@ fn refused(e: &ApiError) -> ToolResult {
     Ok(r)
 }
 
+/// A runtime call's outcome as a tool result.
+fn answered<T: serde::Serialize>(r: Result<T, ApiError>) -> ToolResult {
+    match r {
+        Ok(v) => {
+            ok(serde_json::to_value(v)
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?)
+        }
+        Err(e) => refused(&e),
+    }
+}
+
 impl MemoryTools {
     /// Tools acting for whoever each HTTP request's key names.
     pub fn for_http(rt: Arc<Runtime>, assistant: Option<Arc<Assistant>>) -> MemoryTools {
@@ -277,11 +288,7 @@ impl MemoryTools {
     {
         let who = self.caller(ctx)?;
         let rt = self.rt.clone();
-        match blocking(move || f(&rt, &who)).await {
-            Ok(v) => ok(serde_json::to_value(v)
-                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?),
-            Err(e) => refused(&e),
-        }
+        answered(blocking(move || f(&rt, &who)).await)
     }
 }
 
@@ -449,11 +456,7 @@ impl MemoryTools {
         let mut req = ChatRequest::new(a.message);
         req.max_tokens = a.max_tokens.unwrap_or(256);
         req.remember = a.remember.unwrap_or(true);
-        match blocking(move || assistant.chat(&who, &req)).await {
-            Ok(v) => ok(serde_json::to_value(v)
-                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?),
-            Err(e) => refused(&e),
-        }
+        answered(blocking(move || assistant.chat(&who, &req)).await)
     }
 
     /// `cube_create`.
