@@ -17,15 +17,14 @@ TARGET=aarch64-unknown-linux-gnu
 # must go through the emulator (there is no binfmt handler).
 export MEMKERN_EXEC_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-RUNTIME=(--target "$TARGET" -p memkern-runtime --no-default-features
-  --test runtime --test smoke "$@")
-BINARY=(--target "$TARGET" -p memkern-linux --no-default-features --test crash "$@")
+# One cargo invocation, one feature set: memkern-models and the runtime
+# are built once for both packages.
+ARGS=(--target "$TARGET" -p memkern-runtime -p memkern-linux --no-default-features
+  --test runtime --test smoke --test crash "$@")
 SECONDS=0
-cargo build "${BINARY[@]}" --bin memkern
-cargo build "${RUNTIME[@]}"
+cargo build "${ARGS[@]}" --bin memkern
 echo "aarch64 build: ${SECONDS}s"
 SECONDS=0
 cargo run -q --target "$TARGET" -p memkern-linux --no-default-features --bin memkern -- --version
-cargo test "${RUNTIME[@]}"
-cargo test "${BINARY[@]}"
+cargo test "${ARGS[@]}"
 echo "aarch64 tests under qemu-aarch64: ${SECONDS}s"

@@ -7,13 +7,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::{ContextKind, ErrorKind};
 use tracing_subscriber::EnvFilter;
 
 mod cli;
 mod commands;
+mod control;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -27,4 +32,37 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--help` and `--version` print as clap writes them; an argument error
+/// keeps the one-line promise: `error: …` with where to look, status 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // `memkern` or `memkern eval` alone: the help, as a usage error.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    // The first paragraph, joined: "…not provided: <QUERY>".
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    // clap's own suggestion ("a similar argument exists: …"), if any.
+    let tip = match e.get(ContextKind::SuggestedArg) {
+        Some(s) => format!("; did you mean {s}?"),
+        None => String::new(),
+    };
+    eprintln!("error: {first}{tip} (see --help)");
+    ExitCode::from(2)
 }

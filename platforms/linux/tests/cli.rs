@@ -145,6 +145,27 @@ fn bad_k_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "clap's usage errors exit 2");
 }
 
+/// Argument errors keep the promise of `--help`: one `error:` line.
+#[test]
+fn argument_errors_are_one_line() {
+    for (args, says) in [
+        (&["eval", "locomo", "--data", ".", "--k", "0"][..], "--k"),
+        (&["add", "--jsn", "text"][..], "did you mean --json"),
+        (&["frobnicate"][..], "frobnicate"),
+        (&["search"][..], "QUERY"),
+    ] {
+        let out = memkern(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let help = memkern(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("serve.sock"));
+}
+
 /// The runtime subcommands through the real binary (keyword-only vault).
 #[test]
 fn runtime_commands_round_trip_and_refuse_bad_input() {
@@ -293,22 +314,15 @@ fn distill_from_the_shell() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `memkern serve --no-llm` as a real process: it says where it listens,
-/// answers on loopback, and a SIGTERM stops it with status 0.
-#[test]
-fn serve_answers_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let dir = temp_dir("serve");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memkern"))
-        .args([
-            "serve",
-            "--no-llm",
-            "--no-embed",
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&dir)
+/// Starts `memkern serve --no-embed` on `dir` and a free loopback port with
+/// `extra` arguments; returns the process and its address from the first
+/// line it prints.
+fn start_serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memkern"))
+        .args(["serve", "--no-embed", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -316,12 +330,99 @@ fn serve_answers_and_stops_on_sigterm() {
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     err.read_line(&mut line).expect("first line");
+    // Keep draining serve's standard error so that it never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     let addr = line
         .split("http://")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
+    (child, addr)
+}
+
+/// Stops a serve with SIGTERM and expects a graceful exit.
+fn stop_serve(mut child: std::process::Child) {
+    // The shell's builtin `kill`: no procps package needed.
+    let st = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0), "graceful exit");
+}
+
+/// `memkern chat` beside a serve with the real SmolLM2 answers with serve's
+/// model, one message or an interactive session over standard input.
+#[test]
+fn chat_goes_through_a_running_serve() {
+    let dir = temp_dir("serve-chat");
+    let d = dir.to_str().expect("utf-8");
+    let (child, _) = start_serve(&dir, &[]);
+    let run = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut p = Command::new(env!("CARGO_BIN_EXE_memkern"))
+            .args(args)
+            .args(["--no-embed", "--data-dir", d])
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = p.stdin.take().expect("stdin");
+        input.write_all(stdin).expect("stdin");
+        drop(input);
+        let out = p.wait_with_output().expect("output");
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{args:?}: {e}");
+        (o, e)
+    };
+    run(&["user", "add", "cat"], b"");
+    run(&["add", "--user", "cat", "My cat is called Miso."], b"");
+    let (answer, _) = run(
+        &[
+            "chat",
+            "--as",
+            "cat",
+            "--json",
+            "--forget",
+            "What is my cat called?",
+        ],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("one JSON answer");
+    assert!(
+        v["memories"].to_string().contains("Miso"),
+        "the memory is in the prompt: {v}"
+    );
+    // Interactive: two lines in, two answers (JSON lines) out, the
+    // prompts on standard error.
+    let (answers, prompts) = run(
+        &["chat", "--as", "cat", "--json", "--forget"],
+        b"What is my cat called?\nThank you.\n",
+    );
+    assert_eq!(answers.lines().count(), 2, "{answers}");
+    for l in answers.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+        assert!(v["answer"].is_string(), "{v}");
+    }
+    assert!(prompts.contains("one message per line"), "{prompts}");
+    stop_serve(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `memkern serve --no-llm` as a real process: it says where it listens,
+/// answers on loopback, and a SIGTERM stops it with status 0.
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("serve");
+    let (child, addr) = start_serve(&dir, &["--no-llm"]);
     let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
     conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");
@@ -329,29 +430,95 @@ fn serve_answers_and_stops_on_sigterm() {
     conn.read_to_string(&mut reply).expect("reply");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"ok\""), "{reply}");
-    // The CLI beside the running server: one line that says what to do,
-    // and the server's files are left alone.
-    let dir_s = dir.to_str().expect("utf-8");
-    let err = refused(&[
-        "add",
-        "--user",
-        "admin",
-        "hello",
-        "--no-embed",
-        "--data-dir",
-        dir_s,
-    ]);
+    // The CLI beside the running server goes through it (the vault is
+    // serve's): what it writes is what HTTP clients read.
+    let d = dir.to_str().expect("utf-8");
+    let beside = |args: &[&str], stdin: Option<&[u8]>, cwd: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_memkern"));
+        cmd.args(args)
+            .args(["--no-embed", "--data-dir", d])
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut p = cmd.spawn().expect("spawn");
+        let mut input = p.stdin.take().expect("stdin");
+        input.write_all(stdin.unwrap_or_default()).expect("stdin");
+        drop(input);
+        p.wait_with_output().expect("output")
+    };
+    let ok = |args: &[&str], stdin: Option<&[u8]>, cwd: Option<&std::path::Path>| {
+        let out = beside(args, stdin, cwd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let made: serde_json::Value =
+        serde_json::from_str(&ok(&["user", "add", "bob", "--json"], None, None)).expect("json");
+    let key = made["api_key"].as_str().expect("key").to_owned();
+    let added: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "add",
+            "--user",
+            "bob",
+            "I keep bees in the garden.",
+            "--json",
+        ],
+        None,
+        None,
+    ))
+    .expect("json");
+    let id = added["id"].as_str().expect("id").to_owned();
+    assert_eq!(added["action"], "stored", "{added}");
+    // Standard input and a path relative to the client's directory.
+    let acks = ok(
+        &["ingest", "--user", "bob", "-", "--json"],
+        Some(b"My sister lives in Lyon.\nMy bike is red.\n"),
+        None,
+    );
+    assert_eq!(acks.lines().count(), 3, "two acks and the counts: {acks}");
+    assert!(acks.contains("\"stored\":2"), "{acks}");
+    std::fs::write(dir.join("notes.txt"), "The boiler was serviced in May.\n").expect("write");
+    let ack = ok(&["ingest", "--user", "bob", "notes.txt"], None, Some(&dir));
+    assert!(ack.starts_with("ack 1 "), "{ack}");
+    let hits = ok(&["search", "--as", "bob", "bees", "--json"], None, None);
+    assert!(hits.contains(&id), "{hits}");
+    // The same memory over HTTP with bob's key: one vault, serve's.
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        conn,
+        "GET /v1/memories/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("I keep bees"), "{reply}");
+    // Errors come back as the same one line; bob sees none of the admin's.
+    let out = beside(&["get", "--as", "bob", "not-an-id"], None, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let out = beside(&["chat", "--as", "bob", "hello"], None, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-llm"), "{err}");
+    // A command that needs the vault to itself still gets one line that
+    // says what to do.
+    let err = refused(&["distill", "--as", "bob", "--no-embed", "--data-dir", d]);
     assert!(err.contains("in use by another memkern process"), "{err}");
-    assert!(err.contains("HTTP API"), "{err}");
-    let pid = child.id().to_string();
-    // The shell's builtin `kill`: no procps package needed.
-    let st = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let status = child.wait().expect("exit");
-    assert_eq!(status.code(), Some(0), "graceful exit");
+    assert!(dir.join("serve.sock").exists());
+    stop_serve(child);
+    assert!(
+        !dir.join("serve.sock").exists(),
+        "the socket goes with serve"
+    );
+    // Without serve the same commands open the vault themselves.
+    let hits = ok(&["search", "--as", "bob", "boiler"], None, None);
+    assert!(hits.contains("serviced in May"), "{hits}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -138,7 +138,7 @@ pub(crate) fn document() -> Value {
                         "type": "object", "required": ["name"], "additionalProperties": false,
                         "properties": {
                             "name": { "type": "string" },
-                            "owner": { "type": "integer", "description": "User id (default: the caller)." }
+                            "owner": { "oneOf": [{ "type": "integer" }, { "type": "string" }], "description": "User id or name (default: the caller)." }
                         }
                     }))),
                 ),
@@ -156,7 +156,7 @@ pub(crate) fn document() -> Value {
                     Some(body(json!({
                         "type": "object", "required": ["user", "access"], "additionalProperties": false,
                         "properties": {
-                            "user": { "type": "integer" },
+                            "user": { "oneOf": [{ "type": "integer" }, { "type": "string" }], "description": "User id or name." },
                             "access": { "enum": ["read", "read_write", "none"] }
                         }
                     }))),

@@ -80,12 +80,47 @@ async fn list_users(
     Ok(Json(blocking(move || s.rt.users(&who)).await?))
 }
 
+/// A user as a request names them: their id or their name.
+#[derive(Debug)]
+enum UserSel {
+    Id(u64),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for UserSel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UserSel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a user id (a whole number) or a user name")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UserSel, E> {
+                Ok(UserSel::Id(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UserSel, E> {
+                Ok(UserSel::Name(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl UserSel {
+    fn resolve(self, rt: &memkern_runtime::Runtime) -> memkern_runtime::Result<UserId> {
+        match self {
+            UserSel::Id(id) => Ok(UserId(id)),
+            UserSel::Name(name) => Ok(rt.user(&name)?.id),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateCube {
     name: String,
     #[serde(default)]
-    owner: Option<UserId>,
+    owner: Option<UserSel>,
 }
 
 async fn create_cube(
@@ -93,8 +128,14 @@ async fn create_cube(
     Auth(who): Auth,
     JsonBody(body): JsonBody<CreateCube>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let owner = body.owner.unwrap_or(who.user);
-    let info = blocking(move || s.rt.create_namespace(&who, owner, &body.name)).await?;
+    let info = blocking(move || {
+        let owner = match body.owner {
+            Some(u) => u.resolve(&s.rt)?,
+            None => who.user,
+        };
+        s.rt.create_namespace(&who, owner, &body.name)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -127,7 +168,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CubePath {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Share {
-    user: UserId,
+    user: UserSel,
     access: ShareAccess,
 }
 
@@ -137,7 +178,11 @@ async fn share_cube(
     CubePath(ns): CubePath,
     JsonBody(body): JsonBody<Share>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let info = blocking(move || s.rt.share(&who, ns, body.user, body.access)).await?;
+    let info = blocking(move || {
+        let user = body.user.resolve(&s.rt)?;
+        s.rt.share(&who, ns, user, body.access)
+    })
+    .await?;
     Ok(Json(info))
 }
 

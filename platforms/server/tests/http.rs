@@ -697,14 +697,22 @@ fn user_b_never_sees_user_a_over_http() {
             .status,
         403
     );
-    // Read-write: Bob adds into Alice's cube.
+    // Read-write, naming Bob by his user name: Bob adds into Alice's cube.
     let rw = api.call(
         "POST",
         &format!("/v1/cubes/{a_cube}/share"),
         &ka,
-        Some(json!({ "user": bob, "access": "read_write" })),
+        Some(json!({ "user": "bob", "access": "read_write" })),
     );
     assert_eq!(rw.status, 200, "{rw:?}");
+    assert_eq!(rw.json["writers"], json!([bob]));
+    let nobody = api.call(
+        "POST",
+        &format!("/v1/cubes/{a_cube}/share"),
+        &ka,
+        Some(json!({ "user": "nobody", "access": "read" })),
+    );
+    assert_eq!(nobody.status, 404, "{nobody:?}");
     assert_eq!(
         api.call("POST", "/v1/memories", &kb, Some(into_a)).status,
         201
@@ -790,8 +798,8 @@ fn bad_input_gets_a_clear_json_error() {
         ("/v1/users", "{\"name\": 7}", "invalid type"),
         (
             "/v1/cubes",
-            "{\"name\": \"c\", \"owner\": \"me\"}",
-            "invalid type",
+            "{\"name\": \"c\", \"owner\": true}",
+            "a user id (a whole number) or a user name",
         ),
     ];
     for (path, body, needle) in cases {

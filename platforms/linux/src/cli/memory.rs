@@ -24,7 +24,9 @@ pub struct VaultArgs {
     /// what they see).
     #[arg(long = "as", value_name = "USER", global = true)]
     pub as_user: Option<String>,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text: one object for one result, an array
+    /// for a list; `ingest` and `chat` print one object per line (an ack
+    /// or an answer each, then `ingest`'s counts).
     #[arg(long, global = true)]
     pub json: bool,
 }

@@ -19,7 +19,13 @@ pub use memory::*;
     long_about = "memkern: a memory runtime for on-device LLM assistants.\n\n\
                   Logging goes to standard error and is set with RUST_LOG \
                   (e.g. RUST_LOG=memkern=debug). On error the command prints one \
-                  'error: …' line and exits with status 1."
+                  'error: …' line and exits with status 1 (2 for an argument \
+                  error).\n\n\
+                  While `memkern serve` runs on a data directory, the memory \
+                  commands (user, cube, add, ingest, get, search, update, \
+                  history, rollback, delete, expire, audit, chat, stats, \
+                  export, import) go through it, over the socket serve.sock \
+                  in that directory; the others need the vault to themselves."
 )]
 pub struct Cli {
     /// What to do.

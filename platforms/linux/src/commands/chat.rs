@@ -1,6 +1,7 @@
 //! `memkern chat`, `memkern stats` and `memkern demo`: the assistant on
 //! top of the runtime.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,36 +15,36 @@ use memkern_runtime::{
     AddAction, AddRequest, Assistant, ChatRequest, ChatResponse, Config, Runtime,
 };
 
+use super::ctx::Ctx;
 use super::llm::load_llm;
-use super::memory::open;
-use crate::cli::{ChatArgs, DemoArgs, LoadArgs, McpArgs, ServeArgs, StatsArgs};
+use crate::cli::{ChatArgs, DemoArgs, LoadArgs, StatsArgs};
 
-fn print_answer(r: &ChatResponse) {
-    println!("{}", r.answer);
+fn print_answer(out: &mut dyn Write, r: &ChatResponse) -> std::io::Result<()> {
+    writeln!(out, "{}", r.answer)?;
     for m in &r.memories {
         let how = match m.used_as {
             UsedAs::Snapshot => "snapshot",
             UsedAs::Text => "text",
         };
-        println!("  [{how:>8}] {}  {}", m.id, m.text);
+        writeln!(out, "  [{how:>8}] {}  {}", m.id, m.text)?;
     }
-    println!(
+    writeln!(
+        out,
         "  ttft {:.0} ms (retrieval {:.0} ms), total {:.0} ms; {} prompt tokens, {} restored; {} snapshot(s) saved",
         r.ttft_ms, r.retrieval_ms, r.total_ms, r.prompt_tokens, r.restored_tokens, r.promoted
-    );
+    )
 }
 
 /// `memkern chat`: one message, or an interactive session when none is
 /// given (every turn remembered unless --forget, so it remembers across
 /// restarts).
-pub fn chat(args: &ChatArgs) -> Result<()> {
+pub fn chat(args: &ChatArgs, cx: &mut Ctx<'_>) -> Result<()> {
     if args.vault.as_user.is_none() {
         bail!("a chat answers as a user: give --as USER");
     }
-    let (rt, who) = open(&args.vault)?;
-    let rt = Arc::new(rt);
+    let who = cx.who;
     let cube = args.cube.as_deref().unwrap_or("default");
-    let ns = rt.namespace_named(who.user, cube)?.id;
+    let ns = cx.rt.namespace_named(who.user, cube)?.id;
     let request = |message: String| {
         let mut req = ChatRequest::new(message);
         req.max_tokens = args.max_tokens as usize;
@@ -55,27 +56,32 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         req.remember_in = Some(ns);
         req
     };
-    let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
-    let assistant = Assistant::new(rt, llm)?;
-    let answer = |req: ChatRequest| -> Result<()> {
+    let assistant = cx.assistant(&args.model)?;
+    let answer = |out: &mut dyn Write, req: ChatRequest| -> Result<()> {
         let r = assistant.chat(&who, &req)?;
         if args.vault.json {
-            println!("{}", serde_json::to_string(&r)?);
+            // One line per answer: an interactive session is JSON lines.
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
         } else {
-            print_answer(&r);
+            print_answer(out, &r)?;
         }
+        out.flush()?;
         Ok(())
     };
     if let Some(message) = &args.message {
-        return answer(request(message.clone()));
+        return answer(cx.out, request(message.clone()));
     }
-    eprintln!("memkern chat: one message per line; /exit or end of input to stop");
-    let stdin = std::io::stdin();
+    writeln!(
+        cx.err,
+        "memkern chat: one message per line; /exit or end of input to stop"
+    )?;
     let mut line = String::new();
     loop {
-        eprint!("> ");
+        write!(cx.err, "> ")?;
+        cx.err.flush()?;
         line.clear();
-        if stdin
+        if cx
+            .input
             .read_line(&mut line)
             .context("reading standard input")?
             == 0
@@ -90,8 +96,8 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
             continue;
         }
         // A bad turn (e.g. too long) is reported and the session goes on.
-        if let Err(e) = answer(request(message.to_owned())) {
-            eprintln!("error: {e:#}");
+        if let Err(e) = answer(cx.out, request(message.to_owned())) {
+            writeln!(cx.err, "error: {e:#}")?;
         }
     }
 }
@@ -101,8 +107,8 @@ fn mean(sum: f64, n: u64) -> Option<f64> {
 }
 
 /// `memkern stats`.
-pub fn stats(args: &StatsArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn stats(args: &StatsArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who, out) = (&*cx.rt, cx.who, &mut *cx.out);
     let s = rt.stats()?;
     // Parametric adapters the caller may see: their own, or everyone's
     // for the administrator.
@@ -120,38 +126,47 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
                 .map(|(name, a)| serde_json::json!({ "user": name, "adapter": a }))
                 .collect::<Vec<_>>(),
         )?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     let c: ChatStats = s.chat;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    println!(
+    writeln!(
+        out,
         "users {}  cubes {}  memories {} ({} versions)",
         s.users, s.cubes, s.memories, s.versions
-    );
-    println!("plaintext   {:>10.2} MiB in cubes", mib(s.plaintext_bytes));
-    println!(
+    )?;
+    writeln!(
+        out,
+        "plaintext   {:>10.2} MiB in cubes",
+        mib(s.plaintext_bytes)
+    )?;
+    writeln!(
+        out,
         "snapshots   {:>10.2} MiB in {} KV block(s) (flash tier)",
         mib(s.snapshot_bytes),
         s.snapshots
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "adapters    {:>10.2} MiB in {}",
         mib(s.adapter_bytes),
         s.adapters
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "database    {:>10.2} MiB; audit log {} entries",
         mib(s.database_bytes),
         s.audit_entries
-    );
+    )?;
     for (name, a) in &adapters {
         let state = match (&a.cube, &a.stale) {
             (Some(c), _) => format!("cube {c}"),
             (None, Some(why)) => format!("dropped: {why}"),
             (None, None) => "dropped".to_owned(),
         };
-        println!(
+        writeln!(
+            out,
             "adapter of {name}: {:.1} KiB, {} s old, covers {} memories, rank {}, {} pairs, {} steps, loss {:.3} -> {:.3}; {state}",
             a.bytes as f64 / 1024.0,
             a.age_seconds,
@@ -161,13 +176,14 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
             a.steps,
             a.loss_first,
             a.loss_last
-        );
+        )?;
         for m in &a.covers {
-            println!("  covers {m}");
+            writeln!(out, "  covers {m}")?;
         }
     }
     let turns_with = c.snapshot_hits + c.snapshot_misses;
-    println!(
+    writeln!(
+        out,
         "chat turns {}; snapshot hit rate {}; TTFT warm {} / cold {}",
         c.turns,
         if turns_with > 0 {
@@ -183,8 +199,12 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         mean(c.ttft_warm_ms_sum, c.snapshot_hits).map_or("-".to_owned(), |m| format!("{m:.0} ms")),
         mean(c.ttft_cold_ms_sum, c.snapshot_misses)
             .map_or("-".to_owned(), |m| format!("{m:.0} ms")),
-    );
-    println!("snapshots promoted {}, evicted {}", c.promoted, c.evicted);
+    )?;
+    writeln!(
+        out,
+        "snapshots promoted {}, evicted {}",
+        c.promoted, c.evicted
+    )?;
     Ok(())
 }
 
@@ -285,7 +305,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             req.remember = false;
             let r = assistant.chat(&who, &req)?;
             println!("--- {round}:");
-            print_answer(&r);
+            print_answer(&mut std::io::stdout().lock(), &r)?;
         }
     }
     let s = assistant.stats();
@@ -301,77 +321,6 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
-}
-
-/// `memkern serve`.
-pub fn serve(args: &ServeArgs) -> Result<()> {
-    let (rt, _) = open(&args.vault)?;
-    let rt = Arc::new(rt);
-    let bind = args
-        .bind
-        .clone()
-        .unwrap_or_else(|| rt.config().server.bind.clone());
-    let max_body = rt.config().server.max_body_bytes;
-    let assistant = if args.no_llm {
-        None
-    } else {
-        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
-        Some(Arc::new(Assistant::new(rt.clone(), llm)?))
-    };
-    // Background housekeeping every minute: expired memories are deleted,
-    // snapshot tiers brought back within their budgets.
-    let sweeper = {
-        let rt = Arc::downgrade(&rt);
-        let assistant = assistant.as_ref().map(Arc::downgrade);
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(60));
-                let Some(rt) = rt.upgrade() else { break };
-                match rt.sweep_expired() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(expired = n, "expired memories deleted"),
-                    Err(e) => tracing::warn!("expiry sweep failed: {e}"),
-                }
-                if let Some(a) = assistant.as_ref().and_then(std::sync::Weak::upgrade) {
-                    match a.housekeeping() {
-                        Ok((0, 0)) => {}
-                        Ok((deleted, demoted)) => {
-                            tracing::info!(deleted, demoted, "snapshot tiers within budget")
-                        }
-                        Err(e) => tracing::warn!("snapshot housekeeping failed: {e}"),
-                    }
-                }
-            }
-        })
-    };
-    let server = memkern_server::Server::start_with(rt, assistant, &bind, max_body)
-        .with_context(|| format!("cannot serve on {bind}"))?;
-    eprintln!(
-        "memkern: serving http://{} (SIGINT or SIGTERM stops)",
-        server.addr()
-    );
-    server.wait()?;
-    drop(sweeper); // detached; it ends at its next wake-up (the runtime is gone)
-    Ok(())
-}
-
-/// `memkern mcp`: MCP tools over stdio as one user. Logs go to standard
-/// error; standard output carries only the protocol.
-pub fn mcp(args: &McpArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
-    let who = match (&args.key, &args.vault.as_user) {
-        (Some(key), _) => rt.authenticate(key).context("--key")?,
-        (None, Some(_)) => who,
-        (None, None) => bail!("say which user the tools act as: --as USER or --key KEY"),
-    };
-    let rt = Arc::new(rt);
-    let assistant = if args.no_llm {
-        None
-    } else {
-        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
-        Some(Arc::new(Assistant::new(rt.clone(), llm)?))
-    };
-    memkern_server::mcp::serve_stdio(rt, assistant, who).context("MCP over stdio")
 }
 
 /// Resident set size of this process, from /proc (Linux), bytes.

@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use memkern_runtime::DistillRequest;
 
+use super::ctx::open;
 use super::llm::load_llm;
-use super::memory::open;
 use crate::cli::DistillArgs;
 
 /// Distils the user's eligible memories into their adapter, with a

@@ -2,67 +2,33 @@
 //! [`memkern_runtime::Runtime`].
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use memkern_core::governance::Principal;
 use memkern_core::time::Timestamp;
 use memkern_runtime::input::{parse_duration_ms, parse_time};
 use memkern_runtime::{
-    AddAction, AddRequest, Config, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
+    AddAction, AddRequest, MemoryId, MemoryView, Runtime, SearchRequest, ShareAccess,
 };
 use serde::Serialize;
 
+use super::ctx::Ctx;
 use crate::cli::{
     AccessArg, AddArgs, AuditArgs, CubeArgs, CubeCommand, CubeRef, ExpireArgs, ExportArgs,
     ImportArgs, IngestArgs, MemoryArgs, RollbackArgs, SearchArgs, UpdateArgs, UserArgs,
-    UserCommand, VaultArgs,
+    UserCommand,
 };
 
-/// The data directory: `--data-dir`, `$MEMKERN_DATA_DIR`,
-/// `$XDG_DATA_HOME/memkern` or `~/.local/share/memkern`.
-pub fn data_dir(v: &VaultArgs) -> Result<PathBuf> {
-    if let Some(d) = &v.data_dir {
-        return Ok(d.clone());
-    }
-    if let Some(d) = std::env::var_os("MEMKERN_DATA_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("memkern"));
-    }
-    let home = std::env::var_os("HOME").context("no --data-dir, XDG_DATA_HOME or HOME")?;
-    Ok(PathBuf::from(home).join(".local/share/memkern"))
-}
-
-/// Opens the runtime the flags name and the principal to act as.
-pub fn open(v: &VaultArgs) -> Result<(Runtime, Principal)> {
-    let dir = data_dir(v)?;
-    let config_path = v.config.clone().unwrap_or_else(|| dir.join("memkern.toml"));
-    let config = Config::load(&config_path)?;
-    let embedder = if v.no_embed {
-        None
-    } else {
-        match memkern_runtime::embed::load_default() {
-            Ok(e) => Some(e),
-            Err(why) => bail!("{why} (use --no-embed for keyword search only)"),
-        }
-    };
-    let (rt, report) = Runtime::open(&dir, config, embedder)
-        .with_context(|| format!("cannot open the vault in {}", dir.display()))?;
-    tracing::info!(?report, dir = %dir.display(), "vault open");
-    let who = match &v.as_user {
-        Some(name) => Principal::user(rt.user(name)?.id),
-        None => rt.admin(),
-    };
-    Ok((rt, who))
-}
-
-fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<()> {
+/// Prints one result: pretty JSON with `--json`, else its text form.
+fn print<T: Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     } else {
-        println!("{}", text(value));
+        writeln!(out, "{}", text(value))?;
     }
     Ok(())
 }
@@ -97,8 +63,8 @@ fn namespace_of(rt: &Runtime, cube: &CubeRef) -> Result<memkern_core::ids::Names
 }
 
 /// `memkern user …`.
-pub fn user(args: &UserArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn user(args: &UserArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let json = args.vault.json;
     match &args.command {
         UserCommand::Add { name } => {
@@ -109,6 +75,7 @@ pub fn user(args: &UserArgs) -> Result<()> {
                 api_key: &'a str,
             }
             print(
+                cx.out,
                 json,
                 &Out {
                     user: &user,
@@ -122,7 +89,7 @@ pub fn user(args: &UserArgs) -> Result<()> {
                 },
             )
         }
-        UserCommand::List => print(json, &rt.users(&who)?, |users| {
+        UserCommand::List => print(cx.out, json, &rt.users(&who)?, |users| {
             users
                 .iter()
                 .map(|u| {
@@ -138,14 +105,28 @@ pub fn user(args: &UserArgs) -> Result<()> {
         }),
         UserCommand::RotateKey { name } => {
             let key = rt.rotate_key(&who, name)?;
-            print(json, &key.0, |k| format!("api key: {k}"))
+            let user = rt.user(name)?;
+            #[derive(Serialize)]
+            struct Out<'a> {
+                user: &'a memkern_runtime::UserInfo,
+                api_key: &'a str,
+            }
+            print(
+                cx.out,
+                json,
+                &Out {
+                    user: &user,
+                    api_key: &key.0,
+                },
+                |o| format!("api key of {}: {}", o.user.name, o.api_key),
+            )
         }
     }
 }
 
 /// `memkern cube …`.
-pub fn cube(args: &CubeArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn cube(args: &CubeArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let json = args.vault.json;
     let line = |n: &memkern_runtime::NamespaceInfo| {
         format!(
@@ -157,9 +138,9 @@ pub fn cube(args: &CubeArgs) -> Result<()> {
         CubeCommand::Create { user, name } => {
             let owner = rt.user(user)?;
             let ns = rt.create_namespace(&who, owner.id, name)?;
-            print(json, &ns, line)
+            print(cx.out, json, &ns, line)
         }
-        CubeCommand::List => print(json, &rt.namespaces(&who)?, |all| {
+        CubeCommand::List => print(cx.out, json, &rt.namespaces(&who)?, |all| {
             all.iter().map(line).collect::<Vec<_>>().join("\n")
         }),
         CubeCommand::Share {
@@ -169,7 +150,7 @@ pub fn cube(args: &CubeArgs) -> Result<()> {
             access,
         } => {
             let ns = namespace_of(
-                &rt,
+                rt,
                 &CubeRef {
                     user: user.clone(),
                     cube: name.clone(),
@@ -181,16 +162,16 @@ pub fn cube(args: &CubeArgs) -> Result<()> {
                 AccessArg::ReadWrite => ShareAccess::ReadWrite,
                 AccessArg::None => ShareAccess::None,
             };
-            print(json, &rt.share(&who, ns, with, access)?, line)
+            print(cx.out, json, &rt.share(&who, ns, with, access)?, line)
         }
     }
 }
 
 /// `memkern add`.
-pub fn add(args: &AddArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn add(args: &AddArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let req = AddRequest {
-        namespace: namespace_of(&rt, &args.cube)?,
+        namespace: namespace_of(rt, &args.cube)?,
         text: args.text.clone(),
         time: args.time.as_deref().map(parse_time).transpose()?,
         tags: args.tags.clone(),
@@ -198,7 +179,7 @@ pub fn add(args: &AddArgs) -> Result<()> {
         dedup: args.dedup.map(Into::into),
     };
     let out = rt.add(&who, &req)?;
-    print(args.vault.json, &out, |o| {
+    print(cx.out, args.vault.json, &out, |o| {
         let similarity = o.similarity.unwrap_or(1.0);
         let mut s = match o.action {
             AddAction::Stored => format!("added {}", o.id),
@@ -223,35 +204,44 @@ pub fn add(args: &AddArgs) -> Result<()> {
 
 /// `memkern ingest`: one memory per line, `ack <line> <id>` per durable
 /// write (flushed at once, so a supervisor can trust it).
-pub fn ingest(args: &IngestArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
-    let namespace = namespace_of(&rt, &args.cube)?;
-    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+pub fn ingest(args: &IngestArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
+    let namespace = namespace_of(rt, &args.cube)?;
+    let local = cx.local();
+    let mut file;
+    let reader: &mut dyn BufRead = if args.file.as_os_str() == "-" {
+        &mut *cx.input
     } else {
         let f = std::fs::File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file.display()))?;
-        Box::new(std::io::BufReader::new(f))
+        file = std::io::BufReader::new(f);
+        &mut file
     };
-    let mut out = std::io::stdout().lock();
-    // Progress on stderr (hidden when it is not a terminal); the acks on
-    // stdout stay machine-readable.
-    let bar = indicatif::ProgressBar::new_spinner().with_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} memories ({per_sec}) {elapsed}")
+    let json = args.vault.json;
+    // Progress on stderr (hidden when it is not a terminal, and inside
+    // serve); the acks on stdout stay machine-readable.
+    let bar = if local {
+        indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} memories ({per_sec}) {elapsed}",
+            )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    let (mut stored, mut merged, mut updated, mut empty, mut invalid) = (0, 0, 0, 0, 0);
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut counts = IngestCounts::default();
     for (n, line) in reader.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
         // A line that is not UTF-8 is reported and skipped; the others go on.
         let Ok(text) = std::str::from_utf8(line) else {
-            bar.suspend(|| eprintln!("line {}: not valid UTF-8, skipped", n + 1));
-            invalid += 1;
+            bar.suspend(|| writeln!(cx.err, "line {}: not valid UTF-8, skipped", n + 1))?;
+            counts.invalid += 1;
             continue;
         };
         if text.trim().is_empty() {
-            empty += 1;
+            counts.empty += 1;
             continue;
         }
         let req = AddRequest {
@@ -265,27 +255,54 @@ pub fn ingest(args: &IngestArgs) -> Result<()> {
             .with_context(|| format!("line {}", n + 1))?;
         let tag = match o.action {
             AddAction::Stored => {
-                stored += 1;
+                counts.stored += 1;
                 ""
             }
             AddAction::Merged => {
-                merged += 1;
+                counts.merged += 1;
                 " duplicate"
             }
             AddAction::Updated => {
-                updated += 1;
+                counts.updated += 1;
                 " updated"
             }
         };
-        writeln!(out, "ack {} {}{tag}", n + 1, o.id)?;
-        out.flush()?;
+        if json {
+            let ack = serde_json::json!({ "line": n + 1, "id": o.id, "action": o.action });
+            writeln!(cx.out, "{ack}")?;
+        } else {
+            writeln!(cx.out, "ack {} {}{tag}", n + 1, o.id)?;
+        }
+        cx.out.flush()?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    eprintln!(
-        "{stored} stored, {merged} merged, {updated} updated; skipped {empty} empty and {invalid} non-UTF-8 lines"
-    );
+    if json {
+        writeln!(cx.out, "{}", serde_json::to_string(&counts)?)?;
+    } else {
+        let IngestCounts {
+            stored,
+            merged,
+            updated,
+            empty,
+            invalid,
+        } = counts;
+        writeln!(
+            cx.err,
+            "{stored} stored, {merged} merged, {updated} updated; skipped {empty} empty and {invalid} non-UTF-8 lines"
+        )?;
+    }
     Ok(())
+}
+
+/// What `ingest` did with a file's lines (its last JSON line).
+#[derive(Default, Serialize)]
+struct IngestCounts {
+    stored: u64,
+    merged: u64,
+    updated: u64,
+    empty: u64,
+    invalid: u64,
 }
 
 fn memory_id(s: &str) -> Result<MemoryId> {
@@ -293,18 +310,18 @@ fn memory_id(s: &str) -> Result<MemoryId> {
 }
 
 /// `memkern get`.
-pub fn get(args: &MemoryArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn get(args: &MemoryArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let m = rt.get(&who, memory_id(&args.id)?)?;
-    print(args.vault.json, &m, memory_line)
+    print(cx.out, args.vault.json, &m, memory_line)
 }
 
 /// `memkern search`.
-pub fn search(args: &SearchArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn search(args: &SearchArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let namespaces = match (&args.user, &args.cube) {
         (Some(user), Some(cube)) => Some(vec![namespace_of(
-            &rt,
+            rt,
             &CubeRef {
                 user: user.clone(),
                 cube: cube.clone(),
@@ -331,7 +348,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         k: args.k as usize,
     };
     let hits = rt.search(&who, &req)?;
-    print(args.vault.json, &hits, |hits| {
+    print(cx.out, args.vault.json, &hits, |hits| {
         if hits.is_empty() {
             return "no memories found".to_owned();
         }
@@ -343,33 +360,33 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 }
 
 /// `memkern update`.
-pub fn update(args: &UpdateArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn update(args: &UpdateArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let m = rt.update(&who, memory_id(&args.id)?, &args.text)?;
-    print(args.vault.json, &m, memory_line)
+    print(cx.out, args.vault.json, &m, memory_line)
 }
 
 /// `memkern history`.
-pub fn history(args: &MemoryArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn history(args: &MemoryArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let all = rt.history(&who, memory_id(&args.id)?)?;
-    print(args.vault.json, &all, |all| {
+    print(cx.out, args.vault.json, &all, |all| {
         all.iter().map(memory_line).collect::<Vec<_>>().join("\n")
     })
 }
 
 /// `memkern rollback`.
-pub fn rollback(args: &RollbackArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn rollback(args: &RollbackArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let m = rt.rollback(&who, memory_id(&args.id)?, args.to)?;
-    print(args.vault.json, &m, memory_line)
+    print(cx.out, args.vault.json, &m, memory_line)
 }
 
 /// `memkern delete`.
-pub fn delete(args: &MemoryArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn delete(args: &MemoryArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let r = rt.delete(&who, memory_id(&args.id)?)?;
-    print(args.vault.json, &r, |r| {
+    print(cx.out, args.vault.json, &r, |r| {
         format!(
             "deleted {} version(s) and {} derived snapshot(s)",
             r.versions, r.derived
@@ -378,8 +395,8 @@ pub fn delete(args: &MemoryArgs) -> Result<()> {
 }
 
 /// `memkern expire`.
-pub fn expire(args: &ExpireArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn expire(args: &ExpireArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let at = match (&args.ttl, &args.at) {
         (Some(ttl), _) => {
             let ms = parse_duration_ms(ttl)?;
@@ -388,17 +405,23 @@ pub fn expire(args: &ExpireArgs) -> Result<()> {
         (None, Some(at)) => parse_time(at)?,
         (None, None) => bail!("give --ttl or --at"),
     };
-    rt.expire(&who, memory_id(&args.id)?, at)?;
-    print(args.vault.json, &at, |at| {
-        format!("expires at {}", time_text(*at))
+    let id = memory_id(&args.id)?;
+    rt.expire(&who, id, at)?;
+    #[derive(Serialize)]
+    struct Out {
+        id: MemoryId,
+        expires_at: Timestamp,
+    }
+    print(cx.out, args.vault.json, &Out { id, expires_at: at }, |o| {
+        format!("{} expires at {}", o.id, time_text(o.expires_at))
     })
 }
 
 /// `memkern audit`.
-pub fn audit(args: &AuditArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
+pub fn audit(args: &AuditArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
     let log = rt.audit_log(&who, args.from, args.limit)?;
-    print(args.vault.json, &log, |log| {
+    print(cx.out, args.vault.json, &log, |log| {
         log.iter()
             .map(|e| {
                 format!(
@@ -423,9 +446,9 @@ pub fn audit(args: &AuditArgs) -> Result<()> {
 }
 
 /// `memkern export`.
-pub fn export(args: &ExportArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
-    let ns = namespace_of(&rt, &args.cube)?;
+pub fn export(args: &ExportArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
+    let ns = namespace_of(rt, &args.cube)?;
     let key = match &rt.config().packs.signing_key {
         Some(path) => Some(memkern_runtime::pack::load_key(path)?),
         None => None,
@@ -435,7 +458,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     std::fs::write(&tmp, &bytes)
         .and_then(|()| std::fs::rename(&tmp, &args.out))
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    print(args.vault.json, &report, |r| {
+    print(cx.out, args.vault.json, &report, |r| {
         format!(
             "exported {} memories ({} secret skipped), {} snapshot(s), {} bytes{}",
             r.memories,
@@ -450,13 +473,13 @@ pub fn export(args: &ExportArgs) -> Result<()> {
 }
 
 /// `memkern import`.
-pub fn import(args: &ImportArgs) -> Result<()> {
-    let (rt, who) = open(&args.vault)?;
-    let ns = namespace_of(&rt, &args.cube)?;
+pub fn import(args: &ImportArgs, cx: &mut Ctx<'_>) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
+    let ns = namespace_of(rt, &args.cube)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let report = rt.import(&who, ns, &bytes, &rt.config().packs.trusted_keys)?;
-    print(args.vault.json, &report, |r| {
+    print(cx.out, args.vault.json, &report, |r| {
         format!(
             "imported {} memories ({} already present), {} snapshot(s){}",
             r.memories,

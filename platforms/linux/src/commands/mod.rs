@@ -6,6 +6,7 @@
 //! `memkern_models` (the models).
 
 mod chat;
+mod ctx;
 mod distill;
 #[cfg(feature = "embed")]
 mod embed;
@@ -13,7 +14,9 @@ mod eval;
 mod generate;
 mod llm;
 mod memory;
+mod serve;
 mod snapshot;
+mod vault;
 
 use anyhow::Result;
 
@@ -32,27 +35,28 @@ pub fn run(command: Command) -> Result<()> {
         Command::Embed(args) => embed::embed(&args),
         #[cfg(not(feature = "embed"))]
         Command::Embed(_) => anyhow::bail!("memkern was built without the `embed` feature"),
-        Command::User(args) => memory::user(&args),
-        Command::Cube(args) => memory::cube(&args),
-        Command::Add(args) => memory::add(&args),
-        Command::Ingest(args) => memory::ingest(&args),
-        Command::Get(args) => memory::get(&args),
-        Command::Search(args) => memory::search(&args),
-        Command::Update(args) => memory::update(&args),
-        Command::History(args) => memory::history(&args),
-        Command::Rollback(args) => memory::rollback(&args),
-        Command::Delete(args) => memory::delete(&args),
-        Command::Expire(args) => memory::expire(&args),
-        Command::Audit(args) => memory::audit(&args),
-        Command::Chat(args) => chat::chat(&args),
-        Command::Stats(args) => chat::stats(&args),
         Command::Distill(args) => distill::distill(&args),
-        Command::Serve(args) => chat::serve(&args),
-        Command::Mcp(args) => chat::mcp(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Mcp(args) => serve::mcp(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Demo(args) => chat::demo(&args),
-        Command::Export(args) => memory::export(&args),
-        Command::Import(args) => memory::import(&args),
+        // Vault commands: through a running serve, or on the vault here.
+        ref c @ (Command::User(_)
+        | Command::Cube(_)
+        | Command::Add(_)
+        | Command::Ingest(_)
+        | Command::Get(_)
+        | Command::Search(_)
+        | Command::Update(_)
+        | Command::History(_)
+        | Command::Rollback(_)
+        | Command::Delete(_)
+        | Command::Expire(_)
+        | Command::Audit(_)
+        | Command::Chat(_)
+        | Command::Stats(_)
+        | Command::Export(_)
+        | Command::Import(_)) => vault::run(c),
         Command::Pack(crate::cli::PackCommand::Keygen { file }) => {
             let public = memkern_runtime::pack::generate_key(&file)?;
             println!("public key: {public}");

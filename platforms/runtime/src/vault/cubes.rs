@@ -36,7 +36,8 @@ pub enum VaultError {
     /// likely).
     #[error(
         "the vault {} is in use by another memkern process (a running `memkern serve`?): \
-         use its HTTP API (curl, the OpenAI SDK) or its MCP endpoint /mcp while it runs, or stop it first",
+         the memory commands go through a running serve, this one needs the vault to itself; \
+         use serve's HTTP API or MCP endpoint /mcp while it runs, or stop it first",
         path.display()
     )]
     InUse {
