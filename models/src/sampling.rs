@@ -26,6 +26,11 @@ pub struct SamplingConfig {
     pub repetition_penalty: f32,
     /// How many of the most recent tokens the penalty looks at.
     pub repeat_last_n: usize,
+    /// Never generate a token that would repeat an n-gram of this many
+    /// tokens already generated in this answer (the prompt is not
+    /// counted, so copying from it stays free); `0` disables. Greedy
+    /// decoding stays deterministic, and cannot loop on a line.
+    pub no_repeat_ngram: usize,
     /// Seed of the random generator.
     pub seed: u64,
 }
@@ -45,6 +50,7 @@ impl SamplingConfig {
             top_p: 1.0,
             repetition_penalty: 1.0,
             repeat_last_n: 64,
+            no_repeat_ngram: 0,
             seed: 0,
         }
     }
@@ -80,6 +86,21 @@ impl SamplingConfig {
         }
         Ok(())
     }
+}
+
+/// Tokens that would complete an `n`-gram already in `generated` (after
+/// the same `n − 1` tokens that end it); none when `n` is 0 or the answer
+/// is shorter than `n`.
+fn banned_by_ngrams(generated: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || generated.len() < n {
+        return Vec::new();
+    }
+    let prefix = &generated[generated.len() - (n - 1)..];
+    generated
+        .windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 /// A small, fast, seedable generator (xoshiro256** seeded by splitmix64).
@@ -161,18 +182,38 @@ impl Sampler {
     /// (`history`, for the repetition penalty). Non-finite logits are
     /// treated as impossible tokens; all-impossible logits yield token 0.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.sample_generated(logits, history, &[])
+    }
+
+    /// [`Self::sample`] for a token of an answer whose tokens so far are
+    /// `generated` (the end of `history`): tokens that would repeat one of
+    /// its n-grams are impossible (see [`SamplingConfig::no_repeat_ngram`]).
+    pub fn sample_generated(&mut self, logits: &[f32], history: &[u32], generated: &[u32]) -> u32 {
         let c = &self.config;
         let mut penalised;
-        let logits = if c.repetition_penalty != 1.0 && !history.is_empty() {
+        let banned = banned_by_ngrams(generated, c.no_repeat_ngram);
+        let logits = if (c.repetition_penalty != 1.0 && !history.is_empty()) || !banned.is_empty() {
             penalised = logits.to_vec();
-            let from = history.len().saturating_sub(c.repeat_last_n);
-            for &id in &history[from..] {
+            if c.repetition_penalty != 1.0 {
+                // Once per distinct token, as llama.cpp does.
+                let from = history.len().saturating_sub(c.repeat_last_n);
+                let mut seen = std::collections::HashSet::new();
+                for &id in &history[from..] {
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    if let Some(l) = penalised.get_mut(id as usize) {
+                        *l = if *l > 0.0 {
+                            *l / c.repetition_penalty
+                        } else {
+                            *l * c.repetition_penalty
+                        };
+                    }
+                }
+            }
+            for id in banned {
                 if let Some(l) = penalised.get_mut(id as usize) {
-                    *l = if *l > 0.0 {
-                        *l / c.repetition_penalty
-                    } else {
-                        *l * c.repetition_penalty
-                    };
+                    *l = f32::NEG_INFINITY;
                 }
             }
             &penalised[..]
@@ -270,6 +311,26 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_repeat_ngram_blocks_a_loop_not_the_prompt() {
+        let mut c = SamplingConfig::greedy();
+        c.no_repeat_ngram = 3;
+        let mut s = Sampler::new(c).expect("valid");
+        // Logits prefer token 7; the answer so far is 5 6 7 5 6: a 7 would
+        // repeat the 3-gram 5 6 7, so the next best (token 2) wins.
+        let mut logits = vec![0.0; 8];
+        logits[7] = 5.0;
+        logits[2] = 4.0;
+        assert_eq!(
+            s.sample_generated(&logits, &[5, 6, 7, 5, 6], &[5, 6, 7, 5, 6]),
+            2
+        );
+        // The same tokens in the prompt only: free to copy.
+        assert_eq!(s.sample_generated(&logits, &[5, 6, 7, 5, 6], &[5, 6]), 7);
+        assert_eq!(banned_by_ngrams(&[1, 2, 1, 2, 1], 2), vec![2, 2]);
+        assert!(banned_by_ngrams(&[1, 2], 3).is_empty());
+    }
 
     #[test]
     fn greedy_is_argmax() {

@@ -455,7 +455,10 @@ impl Generator<'_, '_> {
             self.stop = Some(StopReason::ContextFull);
             return Ok(None);
         }
-        let id = self.session.sample(&mut self.sampler)?;
+        let logits = self.session.logits.as_deref().ok_or(LlmError::NoLogits)?;
+        let id = self
+            .sampler
+            .sample_generated(logits, &self.session.tokens, &self.ids);
         self.remaining -= 1;
         self.ids.push(id);
         if self.session.llm.tokenizer().is_eog(id) {

@@ -9,6 +9,8 @@
 //! depends on it but the `memkern` binary's `eval` command.
 //!
 //! - [`locomo`]: evidence recall on LoCoMo conversations;
+//! - [`answers`]: LoCoMo answers through `chat`, scored as mem0 scores
+//!   them, beside no-memory, full-context and oracle baselines;
 //! - [`scale`]: search latency and memory at 10k–100k synthetic memories,
 //!   exact int8 against the HNSW index;
 //! - [`load`]: a load generator for the HTTP API (throughput, latency,
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod answers;
 pub mod load;
 pub mod locomo;
 pub mod scale;

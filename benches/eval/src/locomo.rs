@@ -188,6 +188,9 @@ pub struct Question {
     pub evidence: Vec<String>,
     /// Evidence entries that are not turn ids at all (e.g. `"D"`).
     pub malformed_evidence: usize,
+    /// The gold answer (`answer`, or `adversarial_answer` for category 5;
+    /// numbers as written), if the file has one.
+    pub answer: Option<String>,
 }
 
 /// One LoCoMo conversation.
@@ -234,6 +237,19 @@ struct RawQa {
     #[serde(default)]
     evidence: Vec<String>,
     category: u8,
+    #[serde(default)]
+    answer: Option<serde_json::Value>,
+    #[serde(default)]
+    adversarial_answer: Option<serde_json::Value>,
+}
+
+/// A gold answer as text: strings as they are, numbers as written.
+fn answer_text(v: Option<serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 /// Parses LoCoMo's session time, e.g. `"1:56 pm on 8 May, 2023"`.
@@ -350,6 +366,7 @@ pub fn load_file(path: &Path) -> Result<Conversation, LocomoError> {
             category,
             evidence: pieces.into_iter().flatten().collect(),
             malformed_evidence,
+            answer: answer_text(q.answer.or(q.adversarial_answer)),
         });
     }
     let id = path

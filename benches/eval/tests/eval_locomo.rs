@@ -1,6 +1,7 @@
-//! LoCoMo evidence recall on one shared conversation, asserted against
+//! LoCoMo on one shared conversation: evidence recall asserted against
 //! floors a little below the measured values (benches/RESULTS.md), so a
-//! retrieval regression fails the build.
+//! retrieval regression fails the build; and the answer benchmark's
+//! reduced form with the real SmolLM2 and MiniLM.
 
 use std::path::Path;
 
@@ -134,3 +135,113 @@ const FLOOR_DENSE_R10: f64 = 0.44;
 /// Measured 0.817.
 #[cfg(feature = "embed")]
 const FLOOR_HYBRID_R10: f64 = 0.79;
+
+/// The answer benchmark, reduced: conversation 26, its first 20
+/// questions, SmolLM2-135M. Memory must beat no memory, KV blocks must
+/// not change an answer, and no answer may loop.
+#[test]
+fn conversation_26_answers_beat_no_memory() {
+    use std::sync::Arc;
+
+    use memkern_eval::answers::{self, AnswerOptions, Baseline};
+    use memkern_models::Llm;
+    use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
+    use memkern_models::llama::Backend;
+    use memkern_runtime::{Assistant, Config, Runtime};
+
+    let convs =
+        locomo::load_dir(Path::new(DATA), Some(&["26".to_owned()])).expect("shared LoCoMo data");
+    let dir = std::env::temp_dir().join(format!("memkern-eval-answers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_runtime::embed::load_default().expect("MiniLM");
+    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let rt = Arc::new(rt);
+    let files = ModelCache::from_env()
+        .and_then(|c| c.ensure(&SMOLLM2_135M_Q4_1))
+        .expect("SmolLM2 fetched");
+    let llm = Llm::load(files.gguf().expect("gguf"), Backend::Cpu).expect("SmolLM2 loads");
+    let assistant = Assistant::new(rt.clone(), llm).expect("assistant");
+    let ing = answers::ingest(&rt, &convs[0], || {}).expect("ingest");
+    assert_eq!(ing.turns.len(), 419);
+    let opts = AnswerOptions {
+        baselines: vec![Baseline::NoMemory, Baseline::Memkern, Baseline::MemkernWarm],
+        limit: Some(20),
+        max_tokens: 32,
+        full_context_tokens: None,
+    };
+    let results: Vec<_> = convs[0]
+        .questions
+        .iter()
+        .take(20)
+        .map(|q| answers::answer(&assistant, &ing, "26", q, &opts).expect("answers"))
+        .collect();
+    let report = answers::summarise(vec!["26".to_owned()], results, std::time::Duration::ZERO);
+    let row = |b: Baseline| {
+        report
+            .baselines
+            .iter()
+            .find(|r| r.baseline == b)
+            .expect("baseline ran")
+    };
+    let (none, text, warm) = (
+        row(Baseline::NoMemory),
+        row(Baseline::Memkern),
+        row(Baseline::MemkernWarm),
+    );
+    eprintln!(
+        "F1 no memory {:.3}, memkern {:.3}, warm {:.3}; warm equal {:?}",
+        none.overall.f1, text.overall.f1, warm.overall.f1, report.warm_equal
+    );
+    for b in &report.baselines {
+        eprintln!(
+            "{:<13} tokens {:.0} memories {:.1} ttft p50 {:.0} ms total p50 {:.0} ms",
+            b.baseline.name(),
+            b.prompt_tokens,
+            b.memories,
+            b.ttft_ms[0],
+            b.total_ms[0]
+        );
+    }
+    for q in &report.questions {
+        for a in &q.answers {
+            eprintln!(
+                "{:<12} {:<13} {:.2} {}",
+                q.category.name(),
+                a.baseline.name(),
+                a.f1,
+                a.text
+            );
+        }
+    }
+    assert!(
+        text.overall.f1 > none.overall.f1,
+        "memkern {} vs no memory {}",
+        text.overall.f1,
+        none.overall.f1
+    );
+    assert_eq!(
+        report.warm_equal,
+        Some([20, 20]),
+        "KV blocks change no answer"
+    );
+    assert!(
+        report.questions.iter().any(|q| q
+            .answers
+            .iter()
+            .any(|a| a.baseline == Baseline::MemkernWarm && a.restored_tokens > 0)),
+        "some warm answer restored a KV block"
+    );
+    let looping: Vec<&str> = report
+        .questions
+        .iter()
+        .flat_map(|q| q.answers.iter())
+        .filter(|a| a.repeats)
+        .map(|a| a.text.as_str())
+        .collect();
+    assert!(looping.is_empty(), "answers repeat themselves: {looping:?}");
+    drop(assistant);
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,6 +58,12 @@ pub struct ChatRequest {
     /// Search only these namespaces (default: every readable one).
     #[serde(default)]
     pub namespaces: Option<Vec<NamespaceId>>,
+    /// Answer from exactly these memories, in this order, instead of
+    /// searching (each must be readable by the caller; at most 16):
+    /// memories a user picked, or the evidence of a benchmark's oracle.
+    /// An empty list answers with no memories at all.
+    #[serde(default)]
+    pub memories: Option<Vec<MemoryId>>,
     /// Store the user's message as a memory (the default) — unless it only
     /// asks: a question is never stored.
     #[serde(default = "yes")]
@@ -157,6 +163,7 @@ impl ChatRequest {
         ChatRequest {
             message: message.into(),
             namespaces: None,
+            memories: None,
             remember: true,
             remember_in: None,
             max_tokens: default_max_tokens(),
@@ -335,6 +342,15 @@ fn validate(req: &ChatRequest) -> Result<()> {
     if req.message.len() > memkern_core::cube::MAX_TEXT_LEN {
         return Err(RuntimeError::Invalid("the message is too long".to_owned()));
     }
+    if req
+        .memories
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_CANDIDATES)
+    {
+        return Err(RuntimeError::Invalid(format!(
+            "memories: at most {MAX_CANDIDATES}"
+        )));
+    }
     if req.max_tokens == 0 || req.max_tokens > 512 {
         return Err(RuntimeError::Invalid("max_tokens must be 1–512".to_owned()));
     }
@@ -485,6 +501,24 @@ impl Assistant {
         &self.rt
     }
 
+    /// The model's context window, tokens.
+    pub fn context_len(&self) -> usize {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.llm.config().context
+    }
+
+    /// Tokens `text` takes in a prompt (special tokens as plain text),
+    /// so that callers can fit their own text (a `system` message) to
+    /// the window.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(s.llm
+            .tokenizer()
+            .encode_literal(text)
+            .map_err(llm_err)?
+            .len())
+    }
+
     /// Counters since the vault was created.
     pub fn stats(&self) -> ChatStats {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).stats
@@ -572,9 +606,24 @@ impl Assistant {
         let start = Instant::now();
         let budgets = self.rt.config().budgets;
         let k = (budgets.max_memories as usize * 2).clamp(1, MAX_CANDIDATES);
-        let mut search = SearchRequest::new(req.message.clone(), k);
-        search.namespaces = req.namespaces.clone();
-        let hits = self.rt.search(who, &search)?;
+        let hits = match &req.memories {
+            // Pinned: in the given order (scores fall with the position).
+            Some(ids) => ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    Ok(SearchHit {
+                        memory: self.rt.get(who, *id)?,
+                        score: (ids.len() - i) as f32,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => {
+                let mut search = SearchRequest::new(req.message.clone(), k);
+                search.namespaces = req.namespaces.clone();
+                self.rt.search(who, &search)?
+            }
+        };
         let retrieval_ms = start.elapsed().as_secs_f64() * 1e3;
 
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -678,6 +727,7 @@ impl Assistant {
         let memory_prefix = session.len();
         session.prefill(&tail).map_err(llm_err)?;
         let mut sampling = SamplingConfig::greedy();
+        sampling.no_repeat_ngram = self.rt.config().chat.no_repeat_ngram;
         sampling.temperature = req.temperature;
         sampling.top_p = req.top_p;
         if let Some(seed) = req.seed {

@@ -29,6 +29,24 @@ pub struct Config {
     pub packs: PackConfig,
     /// Parametric memory: distilling memories into LoRA adapters.
     pub parametric: ParametricConfig,
+    /// How `chat` decodes answers.
+    pub chat: ChatConfig,
+}
+
+/// How `chat` decodes answers (sampling itself is per request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// An answer never repeats a run of this many tokens of itself, so a
+    /// small model cannot loop on a line ("Counseling and education" nine
+    /// times); copying from the memories stays free. 0 turns it off.
+    pub no_repeat_ngram: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig { no_repeat_ngram: 4 }
+    }
 }
 
 /// Parametric memory: which memories are distilled into a user's LoRA

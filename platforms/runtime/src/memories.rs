@@ -68,6 +68,13 @@ impl Serialize for MemoryId {
     }
 }
 
+impl<'de> Deserialize<'de> for MemoryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl MemoryId {
     /// The memory's key in the `memories` table.
     pub(crate) fn key(&self) -> u128 {

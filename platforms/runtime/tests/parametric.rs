@@ -172,9 +172,19 @@ fn distil_answer_closed_book_and_let_deletion_win() {
     let r = assistant.chat(&who, &req).expect("chat");
     assert_eq!(r.adapter, None, "a dropped adapter is never applied");
 
-    // Re-distil: the fact is no longer answered closed-book.
+    // Re-distil (a few steps: it is the deleted fact's absence that is
+    // checked): the fact is no longer answered closed-book.
     let report = rt
-        .distill(&who, ana.id, llm(), &DistillRequest::default(), |_| {})
+        .distill(
+            &who,
+            ana.id,
+            llm(),
+            &DistillRequest {
+                steps: Some(4),
+                ..DistillRequest::default()
+            },
+            |_| {},
+        )
         .expect("re-distill");
     assert_eq!(report.memories.len(), 2);
     assert!(!report.resumed);

@@ -488,6 +488,13 @@ fn schemas() -> Value {
                 "properties": {
                     "message": { "type": "string" },
                     "namespaces": { "type": "array", "items": { "type": "integer" } },
+                    "memories": { "type": "array", "maxItems": 16, "items": { "type": "string" }, "description": "Answer from exactly these memory ids, in this order, instead of searching; [] answers with none." },
+                    "system": { "type": "string", "description": "The caller's instructions, placed after the memories in memkern's system turn." },
+                    "history": { "type": "array", "items": { "type": "object", "required": ["role", "text"], "properties": { "role": { "type": "string", "enum": ["user", "assistant"] }, "text": { "type": "string" } } }, "description": "Earlier turns, oldest first; the oldest are left out past half the model's context." },
+                    "temperature": { "type": "number", "minimum": 0, "maximum": 2, "default": 0 },
+                    "top_p": { "type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1 },
+                    "seed": { "type": "integer", "minimum": 0 },
+                    "stop": { "type": "array", "maxItems": 4, "items": { "type": "string" } },
                     "remember": { "type": "boolean", "default": true, "description": "Store the message as a memory." },
                     "remember_in": { "type": "integer", "description": "Cube to store it in (default: the caller's `default`)." },
                     "max_tokens": { "type": "integer", "minimum": 1, "maximum": 512, "default": 64 },

@@ -121,7 +121,8 @@ pub struct EmbedArgs {
 pub enum EvalCommand {
     /// LoCoMo evidence recall@k per question category, with BM25-only and
     /// dense-only baselines beside the tuned rankers, ingest rate and query
-    /// latency.
+    /// latency; with --answers, answer F1/BLEU-1 through `chat` beside
+    /// no-memory, full-context and oracle baselines.
     Locomo(LocomoArgs),
     /// Search latency (p50/p95, query embedding included) and memory of
     /// stores filled with synthetic memories, on one thread.
@@ -173,6 +174,67 @@ pub struct LocomoArgs {
     /// `on` makes a missing embedder an error; `off` skips them.
     #[arg(long, value_enum, default_value = "auto")]
     pub dense: DenseMode,
+    /// Answers instead of recall: every question through `chat` (the
+    /// user's retrieval, scheduler, KV blocks, LLM), scored with mem0's
+    /// token F1 and BLEU-1 beside the baselines.
+    #[arg(long)]
+    pub answers: bool,
+    /// With --answers: the baselines to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        requires = "answers",
+        default_value = "no-memory,full-context,oracle,memkern,memkern-warm"
+    )]
+    pub baselines: Vec<BaselineArg>,
+    /// With --answers: at most N questions per conversation, in file order.
+    #[arg(long, value_name = "N", requires = "answers",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: Option<u32>,
+    /// With --answers: most tokens per answer.
+    #[arg(long, value_name = "N", requires = "answers", default_value_t = 48,
+          value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub max_tokens: u32,
+    /// With --answers: most conversation tokens in the full-context
+    /// baseline (default: what the model's window leaves).
+    #[arg(long, value_name = "N", requires = "answers",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub full_context_tokens: Option<u32>,
+    /// With --answers: also print every question with its answers.
+    #[arg(long, requires = "answers")]
+    pub verbose: bool,
+    /// With --answers: the model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// A baseline of `memkern eval locomo --answers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselineArg {
+    /// The question alone.
+    NoMemory,
+    /// The most recent turns that fit the window.
+    FullContext,
+    /// The gold evidence turns as the memories.
+    Oracle,
+    /// memkern's retrieval, memories as text.
+    Memkern,
+    /// memkern with KV blocks restored (asked twice).
+    MemkernWarm,
+}
+
+impl From<BaselineArg> for memkern_eval::answers::Baseline {
+    fn from(b: BaselineArg) -> Self {
+        use memkern_eval::answers::Baseline;
+        match b {
+            BaselineArg::NoMemory => Baseline::NoMemory,
+            BaselineArg::FullContext => Baseline::FullContext,
+            BaselineArg::Oracle => Baseline::Oracle,
+            BaselineArg::Memkern => Baseline::Memkern,
+            BaselineArg::MemkernWarm => Baseline::MemkernWarm,
+        }
+    }
 }
 
 /// Arguments of `memkern eval scale`.
@@ -270,6 +332,10 @@ pub struct GenerateArgs {
     /// Repetition penalty over the last 64 tokens (1 = off).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub repeat_penalty: f32,
+    /// Never repeat a run of N generated tokens (0 = off, as llama.cpp;
+    /// `chat` uses [chat] no_repeat_ngram).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub no_repeat_ngram: usize,
     /// Seed of the sampler.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,

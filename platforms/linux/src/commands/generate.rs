@@ -18,6 +18,7 @@ fn sampling(args: &GenerateArgs) -> Result<Sampler> {
     let config = if greedy {
         SamplingConfig {
             repetition_penalty: args.repeat_penalty,
+            no_repeat_ngram: args.no_repeat_ngram,
             ..SamplingConfig::greedy()
         }
     } else {
@@ -27,6 +28,7 @@ fn sampling(args: &GenerateArgs) -> Result<Sampler> {
             top_p: args.top_p,
             repetition_penalty: args.repeat_penalty,
             repeat_last_n: 64,
+            no_repeat_ngram: args.no_repeat_ngram,
             seed: args.seed,
         }
     };

@@ -5,6 +5,7 @@
 //! memory OS), `memkern_server` (HTTP), `memkern_eval` (benchmarks) and
 //! `memkern_models` (the models).
 
+mod answers;
 mod chat;
 mod ctx;
 mod distill;
@@ -25,6 +26,7 @@ use crate::cli::{Command, EvalCommand, SnapshotCommand};
 /// Runs a parsed command.
 pub fn run(command: Command) -> Result<()> {
     match command {
+        Command::Eval(EvalCommand::Locomo(args)) if args.answers => answers::run(&args),
         Command::Eval(EvalCommand::Locomo(args)) => eval::locomo(&args),
         Command::Eval(EvalCommand::Scale(args)) => eval::scale(&args),
         Command::Eval(EvalCommand::Load(args)) => chat::load(&args),
