@@ -69,7 +69,7 @@ fn trained() -> &'static (f32, Vec<f32>, Adapter) {
         let ex = examples();
         let before = mean_answer_nll(llm.model(), None, &ex, Numerics::F32).unwrap();
         let adapter = Adapter::new(config(), llm.config(), llm.fingerprint(), llm.device());
-        let steps = 8;
+        let steps = 5;
         let cfg = TrainConfig {
             steps,
             learning_rate: 5e-3,

@@ -593,8 +593,12 @@ mod tests {
         assert!(!declines("On 7 May 2023."));
         assert!(repeats("She went home. She went home."));
         assert!(repeats(
-            "Counseling and education, counseling and education, counseling and education"
+            "Counseling and education, counseling and education, counseling and education, counseling and"
         ));
+        assert!(
+            !repeats("Counseling and education, counseling and education"),
+            "a phrase said twice is not yet a loop"
+        );
         assert!(!repeats("She went home. Then she slept."));
         assert!(!repeats("Yes. Yes."), "one-word sentences are not loops");
     }

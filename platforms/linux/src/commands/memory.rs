@@ -62,6 +62,14 @@ fn namespace_of(rt: &Runtime, cube: &CubeRef) -> Result<memkern_core::ids::Names
     Ok(rt.namespace_named(owner.id, &cube.cube)?.id)
 }
 
+/// A user and their (new) API key: what `user add` and `user rotate-key`
+/// print.
+#[derive(Serialize)]
+struct UserKey<'a> {
+    user: &'a memkern_runtime::UserInfo,
+    api_key: &'a str,
+}
+
 /// `memkern user …`.
 pub fn user(args: &UserArgs, cx: &mut Ctx<'_>) -> Result<()> {
     let (rt, who) = (&*cx.rt, cx.who);
@@ -69,25 +77,16 @@ pub fn user(args: &UserArgs, cx: &mut Ctx<'_>) -> Result<()> {
     match &args.command {
         UserCommand::Add { name } => {
             let (user, key) = rt.create_user(&who, name)?;
-            #[derive(Serialize)]
-            struct Out<'a> {
-                user: &'a memkern_runtime::UserInfo,
-                api_key: &'a str,
-            }
-            print(
-                cx.out,
-                json,
-                &Out {
-                    user: &user,
-                    api_key: &key.0,
-                },
-                |o| {
-                    format!(
-                        "user {} (id {})\napi key: {}",
-                        o.user.name, o.user.id, o.api_key
-                    )
-                },
-            )
+            let out = UserKey {
+                user: &user,
+                api_key: &key.0,
+            };
+            print(cx.out, json, &out, |o| {
+                format!(
+                    "user {} (id {})\napi key: {}",
+                    o.user.name, o.user.id, o.api_key
+                )
+            })
         }
         UserCommand::List => print(cx.out, json, &rt.users(&who)?, |users| {
             users
@@ -106,20 +105,13 @@ pub fn user(args: &UserArgs, cx: &mut Ctx<'_>) -> Result<()> {
         UserCommand::RotateKey { name } => {
             let key = rt.rotate_key(&who, name)?;
             let user = rt.user(name)?;
-            #[derive(Serialize)]
-            struct Out<'a> {
-                user: &'a memkern_runtime::UserInfo,
-                api_key: &'a str,
-            }
-            print(
-                cx.out,
-                json,
-                &Out {
-                    user: &user,
-                    api_key: &key.0,
-                },
-                |o| format!("api key of {}: {}", o.user.name, o.api_key),
-            )
+            let out = UserKey {
+                user: &user,
+                api_key: &key.0,
+            };
+            print(cx.out, json, &out, |o| {
+                format!("api key of {}: {}", o.user.name, o.api_key)
+            })
         }
     }
 }
