@@ -46,6 +46,15 @@ Answer in one short sentence, using these memories about the user when they are 
 /// `benches/RESULTS.md` for its effect on greedy agreement).
 pub const SNAPSHOT_DTYPE: KvDtype = KvDtype::F16;
 
+/// A memory as the prompt shows it: its date (the event's, so relative
+/// words such as "yesterday" in the text have an anchor) and its text.
+fn memory_line(text: &str, time: memkern_core::time::Timestamp) -> String {
+    match chrono::DateTime::from_timestamp_millis(time.0) {
+        Some(d) => format!("- [{}] {text}\n", d.format("%-d %B %Y")),
+        None => format!("- {text}\n"),
+    }
+}
+
 /// Most candidates one turn considers.
 const MAX_CANDIDATES: usize = 16;
 
@@ -641,7 +650,7 @@ impl Assistant {
         for h in &hits {
             if let Some(head) = CubeId::from_hex(&h.memory.cube) {
                 let line = tok
-                    .encode_literal(&format!("- {}\n", h.memory.text))
+                    .encode_literal(&memory_line(&h.memory.text, h.memory.time))
                     .map_err(llm_err)?;
                 lines.insert(head, (h.memory.id, h.memory.text.clone(), line));
             }
@@ -688,13 +697,25 @@ impl Assistant {
                 Ok(snap)
             }) {
                 Ok(snap) => {
-                    let kept: usize = prompt.order[..*keep]
-                        .iter()
-                        .filter_map(|m| lines.get(m))
-                        .map(|l| l.2.len())
-                        .sum();
-                    session.truncate(header.len() + kept);
-                    restored = Some((b.cube, snap, *keep));
+                    // The block must hold exactly the prompt this turn would
+                    // prefill (a block saved under another prompt format
+                    // is prefilled instead, never trusted).
+                    let mut expected = header.clone();
+                    for m in &prompt.order[..*keep] {
+                        if let Some(l) = lines.get(m) {
+                            expected.extend_from_slice(&l.2);
+                        }
+                    }
+                    if snap.token_ids().get(..expected.len()) == Some(&expected[..]) {
+                        session.truncate(expected.len());
+                        restored = Some((b.cube, snap, *keep));
+                    } else {
+                        tracing::warn!(
+                            "snapshot {} holds another prompt, prefilling instead",
+                            b.cube
+                        );
+                        session.reset();
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("snapshot {} unusable, prefilling instead: {e}", b.cube);
