@@ -157,6 +157,9 @@ pub struct Ingested {
     pub updated: usize,
     /// The conversation as dated lines, oldest first (full context).
     pub transcript: Vec<String>,
+    /// Each transcript line's tokens (with its newline), counted once on
+    /// first use.
+    transcript_tokens: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A turn as memkern stores it: who said it, what, and the photo they
@@ -200,6 +203,7 @@ pub fn ingest(
         merged: 0,
         updated: 0,
         transcript: Vec::new(),
+        transcript_tokens: std::sync::OnceLock::new(),
     };
     for s in &conv.sessions {
         let date = session_date(s);
@@ -281,21 +285,30 @@ pub fn repeats(answer: &str) -> bool {
 /// first.
 fn fit_transcript(
     assistant: &Assistant,
-    lines: &[String],
+    ing: &Ingested,
     budget: usize,
 ) -> Result<String, RuntimeError> {
-    let mut kept = Vec::new();
-    let mut used = 0;
-    for line in lines.iter().rev() {
-        let n = assistant.count_tokens(line)? + 1;
-        if used + n > budget {
-            break;
+    let counts = match ing.transcript_tokens.get() {
+        Some(c) => c,
+        None => {
+            let c = ing
+                .transcript
+                .iter()
+                .map(|l| assistant.count_tokens(l).map(|n| n + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            ing.transcript_tokens.get_or_init(|| c)
         }
-        used += n;
-        kept.push(line.as_str());
-    }
-    kept.reverse();
-    Ok(kept.join("\n"))
+    };
+    let mut used = 0;
+    let kept = counts
+        .iter()
+        .rev()
+        .take_while(|&&n| {
+            used += n;
+            used <= budget
+        })
+        .count();
+    Ok(ing.transcript[ing.transcript.len() - kept..].join("\n"))
 }
 
 /// Answers `q` of the conversation `ing` holds with each of `opts`'
@@ -342,7 +355,7 @@ pub fn answer(
                     .context_len()
                     .saturating_sub(opts.max_tokens + assistant.count_tokens(&q.text)? + 96);
                 let budget = opts.full_context_tokens.map_or(room, |t| t.min(room));
-                req.system = Some(fit_transcript(assistant, &ing.transcript, budget)?);
+                req.system = Some(fit_transcript(assistant, ing, budget)?);
             }
             Baseline::Memkern => {
                 req.namespaces = Some(vec![ing.namespace]);

@@ -259,10 +259,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         let (mut merged, mut updated) = (0, 0);
         for s in &conv.sessions {
             for turn in &s.turns {
-                let mut text = format!("{}: {}", turn.speaker, turn.text);
-                if let Some(c) = &turn.caption {
-                    text.push_str(&format!(" [shares a photo: {c}]"));
-                }
+                // As the answer benchmark stores a turn.
+                let text = memkern_eval::answers::turn_text(turn);
                 let out = rt.add(
                     &who,
                     &AddRequest {
