@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::fingerprint::Fingerprint;
 use crate::gguf::GgufFile;
-use crate::llama::native::GgmlIsa;
+use crate::llama::native::{GgmlIsa, Threads};
 use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama};
 use crate::tokenizer::Tokenizer;
 
@@ -86,6 +86,23 @@ impl Llm {
     /// reproduces bit for bit; see [`GgmlIsa`].
     pub fn set_ggml_isa(&mut self, isa: GgmlIsa) {
         self.model.ggml_isa = isa;
+    }
+
+    /// Runs the native CPU path on `n` threads of its own (default: the
+    /// process's shared pool, `MEMKERN_THREADS` or one per CPU). The
+    /// thread count never changes a result bit.
+    pub fn set_threads(&mut self, n: usize) -> Result<(), LlmError> {
+        self.model.threads = Some(Threads::new(n)?);
+        Ok(())
+    }
+
+    /// Threads the native CPU path runs on.
+    pub fn threads(&self) -> usize {
+        self.model
+            .threads
+            .as_ref()
+            .or(Threads::shared())
+            .map_or_else(rayon::current_num_threads, Threads::count)
     }
 
     /// The model definition and weights.

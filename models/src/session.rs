@@ -291,7 +291,7 @@ impl<'m> Session<'m> {
         self.cache.reserve(first + n)?;
         for layer in 0..self.llm.config().layers {
             let (k, v) = snapshot.layer_kv(layer)?;
-            self.cache.import_layer(layer, first, n, k, v);
+            self.cache.import_layer(layer, first, n, k, v)?;
         }
         self.cache.set_len(first + n);
         self.tokens.extend(snapshot.token_ids());

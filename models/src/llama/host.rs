@@ -33,8 +33,9 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// `x · Wᵀ` for `m`'s block format.
-    fn times(&mut self, m: &QMatrix) -> Result<Vec<f32>, LlmError> {
+    /// The input quantised for `m`'s block format (computed once per
+    /// format).
+    fn input_for(&mut self, m: &QMatrix) -> Result<&Q8Rows, LlmError> {
         let slot = if m.wants_sums() {
             &mut self.q8_1
         } else {
@@ -43,14 +44,31 @@ impl<'a> Rows<'a> {
         if slot.is_none() {
             *slot = m.quantize(self.x);
         }
-        match slot {
-            Some(q) => m.matmul(q),
-            None => Err(LlmError::Backend(format!(
+        slot.as_ref().ok_or_else(|| {
+            LlmError::Backend(format!(
                 "{} values are not rows of {}",
                 self.x.len(),
                 m.cols()
-            ))),
+            ))
+        })
+    }
+
+    /// `x · Wᵀ` for several matrices in one parallel loop
+    /// ([`QMatrix::matmul_many`]) when they share a block format, else one
+    /// after the other.
+    fn times_many(&mut self, ms: &[&QMatrix]) -> Result<Vec<Vec<f32>>, LlmError> {
+        let same = ms
+            .windows(2)
+            .all(|w| w[0].wants_sums() == w[1].wants_sums());
+        match ms.first() {
+            Some(first) if same => QMatrix::matmul_many(ms, self.input_for(first)?),
+            _ => ms.iter().map(|m| self.times(m)).collect(),
         }
+    }
+
+    /// `x · Wᵀ` for `m`'s block format.
+    fn times(&mut self, m: &QMatrix) -> Result<Vec<f32>, LlmError> {
+        m.matmul(self.input_for(m)?)
     }
 }
 
@@ -124,15 +142,17 @@ impl Llama {
             } = block;
             // Attention.
             let normed = native::rms_norm(&x, &host_1d(&attn_norm.gamma.val())?, c.rms_eps);
-            let mut rows = Rows::new(&normed);
-            let mut proj = |lin: &QLinear, t: Target| -> Result<Vec<f32>, LlmError> {
-                let mut y = rows.times(matrix(lin)?)?;
-                add(&mut y, delta(layer, t, &normed, c.hidden)?);
-                Ok(y)
-            };
-            let mut q = proj(&attn.q, Target::Q)?;
-            let mut k = proj(&attn.k, Target::K)?;
-            let v = proj(&attn.v, Target::V)?;
+            let qkv = Rows::new(&normed).times_many(&[
+                matrix(&attn.q)?,
+                matrix(&attn.k)?,
+                matrix(&attn.v)?,
+            ])?;
+            let [mut q, mut k, mut v]: [Vec<f32>; 3] = qkv
+                .try_into()
+                .map_err(|_| LlmError::Backend("q/k/v projections went missing".into()))?;
+            add(&mut q, delta(layer, Target::Q, &normed, c.hidden)?);
+            add(&mut k, delta(layer, Target::K, &normed, c.hidden)?);
+            add(&mut v, delta(layer, Target::V, &normed, c.hidden)?);
             let d = c.head_dim;
             for i in 0..seq {
                 let (cos, sin) = self.rope.host_row(start + i);
@@ -143,41 +163,42 @@ impl Llama {
                     native::rope_pairs(head, cos, sin);
                 }
             }
-            // The f16 cache stores [kv_heads][seq][head_dim].
-            let to_cache = |t: &[f32]| {
-                let mut o = vec![0f32; t.len()];
-                for i in 0..seq {
-                    for h in 0..c.kv_heads {
-                        let (src, dst) = ((i * c.kv_heads + h) * d, (h * seq + i) * d);
-                        for j in 0..d {
-                            o[dst + j] = native::round_f16(t[src + j]);
-                        }
+            // The f16 cache stores [kv_heads][capacity][head_dim]; the new
+            // positions go straight into it.
+            let stride = cache.capacity();
+            let (keys, values) = cache.host_layer(layer)?;
+            for i in 0..seq {
+                for h in 0..c.kv_heads {
+                    let (src, dst) = ((i * c.kv_heads + h) * d, (h * stride + start + i) * d);
+                    for (o, &x) in keys[dst..dst + d].iter_mut().zip(&k[src..src + d]) {
+                        *o = native::round_f16(x);
+                    }
+                    for (o, &x) in values[dst..dst + d].iter_mut().zip(&v[src..src + d]) {
+                        *o = native::round_f16(x);
                     }
                 }
-                o
-            };
-            cache.import_layer(layer, start, seq, to_cache(&k), to_cache(&v));
-            let total = start + seq;
-            let (keys, values) = cache.export_layer(layer, 0..total)?;
+            }
             let shape = AttnShape {
                 heads: c.heads,
                 kv_heads: c.kv_heads,
                 head_dim: d,
                 seq,
                 start,
-                total,
+                total: start + seq,
+                stride,
                 isa: self.ggml_isa,
             };
-            let att = native::attention(&q, &keys, &values, shape);
+            let att = native::attention(&q, keys, values, shape);
             let mut o = Rows::new(&att).times(matrix(&attn.o)?)?;
             add(&mut o, delta(layer, Target::O, &att, c.heads * d)?);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += *b);
             // Feed-forward.
             let normed = native::rms_norm(&x, &host_1d(&ffn_norm.gamma.val())?, c.rms_eps);
-            let mut rows = Rows::new(&normed);
-            let mut gate = rows.times(matrix(&mlp.gate)?)?;
+            let gate_up = Rows::new(&normed).times_many(&[matrix(&mlp.gate)?, matrix(&mlp.up)?])?;
+            let [mut gate, mut up]: [Vec<f32>; 2] = gate_up
+                .try_into()
+                .map_err(|_| LlmError::Backend("gate/up projections went missing".into()))?;
             add(&mut gate, delta(layer, Target::Gate, &normed, c.hidden)?);
-            let mut up = rows.times(matrix(&mlp.up)?)?;
             add(&mut up, delta(layer, Target::Up, &normed, c.hidden)?);
             let h = native::swiglu(&gate, &up, self.ggml_isa);
             let mut down = Rows::new(&h).times(matrix(&mlp.down)?)?;

@@ -100,6 +100,7 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         head_native,
         native_kernels: native,
         ggml_isa: GgmlIsa::default(),
+        threads: None,
     })
 }
 

@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::error::LlmError;
-use super::native::{GgmlIsa, QMatrix};
+use super::native::{GgmlIsa, QMatrix, Threads};
 use super::quant::{Numerics, QInput, QLinear};
 use super::rope::Rope;
 use crate::lora::{Adapter, Target};
@@ -247,6 +247,10 @@ pub struct Llama {
     /// attention's f16 dot product and in SiLU).
     #[module(skip)]
     pub ggml_isa: GgmlIsa,
+    /// The threads the native CPU path runs on (`None`: the process's
+    /// shared pool, [`Threads::shared`]).
+    #[module(skip)]
+    pub threads: Option<Threads>,
 }
 
 impl Llama {
@@ -280,7 +284,10 @@ impl Llama {
         let total = self.check_input(tokens, start)?;
         cache.reserve(total)?;
         if self.host_ready() {
-            return self.forward_host(tokens, cache, logits, adapter);
+            return match self.threads.as_ref().or(Threads::shared()) {
+                Some(t) => t.run(|| self.forward_host(tokens, cache, logits, adapter)),
+                None => self.forward_host(tokens, cache, logits, adapter),
+            };
         }
         let seq = tokens.len();
         let x = self.hidden(tokens, start, Some(cache), adapter, self.numerics);

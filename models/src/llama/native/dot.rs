@@ -35,50 +35,74 @@ fn lane_sums(w: &[i32; 32], x: &[i8; 32]) -> [i32; 8] {
     s
 }
 
+/// One activation row of a tile: its Q8 blocks, scales and (for Q4_1)
+/// block sums.
+#[derive(Clone, Copy)]
+pub(super) struct XRow<'a> {
+    /// Quantised values, one array per block.
+    pub q: &'a [[i8; 32]],
+    /// Scale per block.
+    pub d: &'a [f32],
+    /// `d·Σq` per block (Q8_1); empty for Q8_0.
+    pub s: &'a [f32],
+}
+
 /// Σ_blocks `d_w·d_x·Σ q_w q_x + m_w·s_x` of one Q4_1 weight row against
-/// one Q8_1 activation row, portable Rust.
-pub(super) fn q4_1_portable(
+/// `R` Q8_1 activation rows, portable Rust. Each weight block is unpacked
+/// once for all `R` rows (the register tiling of prefill); every output is
+/// summed in exactly the order of `R = 1`, so the tile size never changes
+/// a bit.
+pub(super) fn q4_1_portable_tile<const R: usize>(
     wq: &[[u8; 16]],
     wd: &[f32],
     wm: &[f32],
-    xq: &[[i8; 32]],
-    xd: &[f32],
-    xs: &[f32],
-) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut summs = 0f32;
+    x: [XRow<'_>; R],
+) -> [f32; R] {
+    let mut acc = [[0f32; 8]; R];
+    let mut summs = [0f32; R];
     let mut w = [0i32; 32];
-    for (b, (q, y)) in wq.iter().zip(xq).enumerate() {
-        summs = wm[b].mul_add(xs[b], summs);
-        let dd = wd[b] * xd[b];
-        // Low nibbles are weights 0..16, high nibbles 16..32.
+    for (b, q) in wq.iter().enumerate() {
         let (lo, hi) = w.split_at_mut(16);
         for ((l, h), &byte) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
             *l = i32::from(byte & 0x0f);
             *h = i32::from(byte >> 4);
         }
-        for (a, s) in acc.iter_mut().zip(lane_sums(&w, y)) {
-            *a = dd.mul_add(s as f32, *a);
+        for ((a, sm), y) in acc.iter_mut().zip(summs.iter_mut()).zip(&x) {
+            *sm = wm[b].mul_add(y.s[b], *sm);
+            let dd = wd[b] * y.d[b];
+            for (a, s) in a.iter_mut().zip(lane_sums(&w, &y.q[b])) {
+                *a = dd.mul_add(s as f32, *a);
+            }
         }
     }
-    hsum8(acc) + summs
+    let mut out = [0f32; R];
+    for ((o, a), sm) in out.iter_mut().zip(acc).zip(summs) {
+        *o = hsum8(a) + sm;
+    }
+    out
 }
 
-/// Σ_blocks `d_w·d_x·Σ q_w q_x` of one Q8_0 weight row against one Q8_0
-/// activation row, portable Rust.
-pub(super) fn q8_0_portable(wq: &[[i8; 32]], wd: &[f32], xq: &[[i8; 32]], xd: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+/// Σ_blocks `d_w·d_x·Σ q_w q_x` of one Q8_0 weight row against `R` Q8_0
+/// activation rows, portable Rust (same bits as `R` calls with `R = 1`).
+pub(super) fn q8_0_portable_tile<const R: usize>(
+    wq: &[[i8; 32]],
+    wd: &[f32],
+    x: [XRow<'_>; R],
+) -> [f32; R] {
+    let mut acc = [[0f32; 8]; R];
     let mut w = [0i32; 32];
-    for (b, (q, y)) in wq.iter().zip(xq).enumerate() {
-        let dd = wd[b] * xd[b];
+    for (b, q) in wq.iter().enumerate() {
         for (o, &v) in w.iter_mut().zip(q) {
             *o = i32::from(v);
         }
-        for (a, s) in acc.iter_mut().zip(lane_sums(&w, y)) {
-            *a = dd.mul_add(s as f32, *a);
+        for (a, y) in acc.iter_mut().zip(&x) {
+            let dd = wd[b] * y.d[b];
+            for (a, s) in a.iter_mut().zip(lane_sums(&w, &y.q[b])) {
+                *a = dd.mul_add(s as f32, *a);
+            }
         }
     }
-    hsum8(acc)
+    acc.map(hsum8)
 }
 
 /// The AVX2 + FMA versions (x86-64 only, chosen at run time).
@@ -99,66 +123,89 @@ pub(super) mod avx2 {
         super::hsum8(a)
     }
 
-    /// [`super::q4_1_portable`] with AVX2 + FMA.
+    /// [`super::q4_1_portable_tile`] with AVX2 + FMA: the weight block is
+    /// loaded and unpacked once for `R` activation rows.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA ([`available`]).
+    /// The CPU must support AVX2 and FMA ([`available`]); every row of `x`
+    /// must have at least `wq.len()` blocks, scales and sums.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4_1(
+    pub unsafe fn q4_1_tile<const R: usize>(
         wq: &[[u8; 16]],
         wd: &[f32],
         wm: &[f32],
-        xq: &[[i8; 32]],
-        xd: &[f32],
-        xs: &[f32],
-    ) -> f32 {
-        let n = wq.len().min(xq.len()).min(wd.len()).min(wm.len());
-        let n = n.min(xd.len()).min(xs.len());
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        let n = wq.len().min(wd.len()).min(wm.len());
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut summs = [0f32; R];
         let low = _mm_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
         for b in 0..n {
-            summs = wm[b].mul_add(xs[b], summs);
-            let dd = _mm256_set1_ps(wd[b] * xd[b]);
             // SAFETY: the block is 16 readable bytes; loadu is unaligned.
             let raw = unsafe { _mm_loadu_si128(wq[b].as_ptr().cast()) };
             let qx = _mm256_set_m128i(
                 _mm_and_si128(_mm_srli_epi16(raw, 4), low),
                 _mm_and_si128(raw, low),
             );
-            // SAFETY: the block is 32 readable bytes.
-            let qy = unsafe { _mm256_loadu_si256(xq[b].as_ptr().cast()) };
-            let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
-            acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), acc);
+            for r in 0..R {
+                let y = &x[r];
+                // SAFETY: the caller guarantees `b` is inside every row.
+                let (yq, yd, ys) = unsafe {
+                    (
+                        y.q.get_unchecked(b),
+                        *y.d.get_unchecked(b),
+                        *y.s.get_unchecked(b),
+                    )
+                };
+                summs[r] = wm[b].mul_add(ys, summs[r]);
+                let dd = _mm256_set1_ps(wd[b] * yd);
+                // SAFETY: the block is 32 readable bytes.
+                let qy = unsafe { _mm256_loadu_si256(yq.as_ptr().cast()) };
+                let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
+                acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), acc[r]);
+            }
         }
-        hsum(acc) + summs
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum(acc[r]) + summs[r];
+        }
+        out
     }
 
-    /// [`super::q8_0_portable`] with AVX2 + FMA.
+    /// [`super::q8_0_portable_tile`] with AVX2 + FMA.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA ([`available`]).
+    /// As [`q4_1_tile`] (sums are not read).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q8_0(wq: &[[i8; 32]], wd: &[f32], xq: &[[i8; 32]], xd: &[f32]) -> f32 {
-        let n = wq.len().min(xq.len()).min(wd.len()).min(xd.len());
-        let mut acc = _mm256_setzero_ps();
+    pub unsafe fn q8_0_tile<const R: usize>(
+        wq: &[[i8; 32]],
+        wd: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        let n = wq.len().min(wd.len());
+        let mut acc = [_mm256_setzero_ps(); R];
         let ones = _mm256_set1_epi16(1);
         for b in 0..n {
-            let dd = _mm256_set1_ps(wd[b] * xd[b]);
-            // SAFETY: both blocks are 32 readable bytes.
-            let (qx, qy) = unsafe {
-                (
-                    _mm256_loadu_si256(wq[b].as_ptr().cast()),
-                    _mm256_loadu_si256(xq[b].as_ptr().cast()),
-                )
-            };
-            // ggml's sign trick: |x|·sign(y, x) = x·y, exactly.
+            // SAFETY: the block is 32 readable bytes.
+            let qx = unsafe { _mm256_loadu_si256(wq[b].as_ptr().cast()) };
             let ax = _mm256_sign_epi8(qx, qx);
-            let sy = _mm256_sign_epi8(qy, qx);
-            let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-            acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), acc);
+            for r in 0..R {
+                let y = &x[r];
+                // SAFETY: the caller guarantees `b` is inside every row.
+                let (yq, yd) = unsafe { (y.q.get_unchecked(b), *y.d.get_unchecked(b)) };
+                let dd = _mm256_set1_ps(wd[b] * yd);
+                // SAFETY: the block is 32 readable bytes.
+                let qy = unsafe { _mm256_loadu_si256(yq.as_ptr().cast()) };
+                let sy = _mm256_sign_epi8(qy, qx);
+                let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(lanes), acc[r]);
+            }
         }
-        hsum(acc)
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum(acc[r]);
+        }
+        out
     }
 }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::BLOCK;
 use super::act::Q8Rows;
-use super::dot;
+use super::dot::{self, XRow};
 use crate::gguf::quant::f16_to_f32;
 use crate::gguf::{GgmlType, TensorView};
 use crate::llama::error::LlmError;
@@ -12,6 +12,13 @@ use crate::llama::error::LlmError;
 /// Weight rows handed to one rayon task (small enough to balance 576-row
 /// matrices over many cores, large enough to amortise the task).
 const ROWS_PER_TASK: usize = 16;
+
+/// Output rows per task when the result is transposed back (16 f32s: one
+/// cache line of each weight row's outputs).
+const TRANSPOSE_ROWS: usize = 16;
+
+/// Activation rows multiplied per unpacked weight block in prefill.
+const TILE: usize = 4;
 
 /// A weight matrix in one of the block formats this module multiplies.
 #[derive(Debug)]
@@ -162,83 +169,116 @@ impl QMatrix {
     /// Fails (no panic) if `x` was quantised for another width or without
     /// the block sums a Q4_1 matrix needs.
     pub fn matmul(&self, x: &Q8Rows) -> Result<Vec<f32>, LlmError> {
-        if x.cols != self.cols || (self.wants_sums() && x.s.len() != x.d.len()) {
-            return Err(LlmError::Backend(format!(
-                "input of width {} (sums: {}) for a {}×{} {} matrix",
-                x.cols,
-                !x.s.is_empty(),
-                self.rows,
-                self.cols,
-                if self.wants_sums() { "Q4_1" } else { "Q8_0" }
-            )));
-        }
-        let n = x.rows();
-        let nb = x.blocks_per_row();
-        let (xq, _) = x.q.as_chunks::<BLOCK>();
-        let kernel = kernel();
-        // Output transposed, [rows, n]: each task owns whole weight rows.
-        let mut out_t = vec![0f32; self.rows * n];
-        out_t
-            .par_chunks_mut(ROWS_PER_TASK * n.max(1))
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                for (i, col) in chunk.chunks_mut(n.max(1)).enumerate() {
-                    let r = task * ROWS_PER_TASK + i;
-                    let w = r * nb..(r + 1) * nb;
-                    for (j, o) in col.iter_mut().enumerate() {
-                        let a = j * nb..(j + 1) * nb;
-                        *o = self.dot(
-                            kernel,
-                            w.clone(),
-                            &xq[a.clone()],
-                            &x.d[a.clone()],
-                            x.s.get(a).unwrap_or(&[]),
-                        );
-                    }
-                }
-            });
-        if n == 1 {
-            return Ok(out_t);
-        }
-        let mut out = vec![0f32; n * self.rows];
-        for (r, col) in out_t.chunks_exact(n).enumerate() {
-            for (j, v) in col.iter().enumerate() {
-                out[j * self.rows + r] = *v;
-            }
-        }
-        Ok(out)
+        let mut out = Self::matmul_many(&[self], x)?;
+        out.pop()
+            .ok_or_else(|| LlmError::Backend("a matmul returned nothing".into()))
     }
 
-    /// One output value: weight blocks `w` against one activation row.
+    /// [`Self::matmul`] of several matrices with the same input, as one
+    /// parallel loop over all their weight rows: in decode every parallel
+    /// loop costs a hand-over between threads, so the q/k/v and gate/up
+    /// projections share one. The same bits as separate calls.
+    pub fn matmul_many(ms: &[&QMatrix], x: &Q8Rows) -> Result<Vec<Vec<f32>>, LlmError> {
+        for m in ms {
+            if x.cols != m.cols || (m.wants_sums() && x.s.len() != x.d.len()) {
+                return Err(LlmError::Backend(format!(
+                    "input of width {} (sums: {}) for a {}×{} {} matrix",
+                    x.cols,
+                    !x.s.is_empty(),
+                    m.rows,
+                    m.cols,
+                    if m.wants_sums() { "Q4_1" } else { "Q8_0" }
+                )));
+            }
+        }
+        let n = x.rows();
+        let row = |j: usize| x.row(j);
+        let kernel = kernel();
+        // Outputs transposed, [rows, n]: each task owns whole weight rows
+        // of one matrix. Inside a task, groups of TILE activation rows go
+        // outermost, so a group stays in L1 while the task's weight rows
+        // pass over it, and each weight block is unpacked once per group.
+        let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; m.rows * n]).collect();
+        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+        for (m, out_t) in ms.iter().zip(outs.iter_mut()) {
+            for (t, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n.max(1)).enumerate() {
+                tasks.push((m, t * ROWS_PER_TASK, chunk));
+            }
+        }
+        tasks.into_par_iter().for_each(|(m, r0, chunk)| {
+            let mut j = 0;
+            while j < n {
+                let full = n - j >= TILE;
+                for (i, col) in chunk.chunks_mut(n).enumerate() {
+                    let r = r0 + i;
+                    if full {
+                        let v = m.tile(kernel, r, [row(j), row(j + 1), row(j + 2), row(j + 3)]);
+                        col[j..j + TILE].copy_from_slice(&v);
+                    } else {
+                        for (jj, o) in col.iter_mut().enumerate().skip(j) {
+                            *o = m.tile(kernel, r, [row(jj)])[0];
+                        }
+                    }
+                }
+                j = if full { j + TILE } else { n };
+            }
+        });
+        if n == 1 {
+            return Ok(outs);
+        }
+        Ok(ms
+            .iter()
+            .zip(outs)
+            .map(|(m, out_t)| transpose(&out_t, m.rows, n))
+            .collect())
+    }
+
+    /// Weight row `r` against `R` activation rows, each with this matrix's
+    /// block count (checked by [`Self::matmul`]).
     #[inline]
-    fn dot(
-        &self,
-        kernel: Kernel,
-        w: std::ops::Range<usize>,
-        xq: &[[i8; 32]],
-        xd: &[f32],
-        xs: &[f32],
-    ) -> f32 {
+    fn tile<const R: usize>(&self, kernel: Kernel, r: usize, x: [XRow<'_>; R]) -> [f32; R] {
+        let nb = self.cols / BLOCK;
+        let w = r * nb..(r + 1) * nb;
         match (&self.blocks, kernel) {
             (Blocks::Q4_1 { q, d, m }, Kernel::Portable) => {
-                dot::q4_1_portable(&q[w.clone()], &d[w.clone()], &m[w], xq, xd, xs)
+                dot::q4_1_portable_tile(&q[w.clone()], &d[w.clone()], &m[w], x)
             }
             (Blocks::Q8_0 { q, d }, Kernel::Portable) => {
-                dot::q8_0_portable(&q[w.clone()], &d[w], xq, xd)
+                dot::q8_0_portable_tile(&q[w.clone()], &d[w], x)
             }
             #[cfg(target_arch = "x86_64")]
             (Blocks::Q4_1 { q, d, m }, Kernel::Avx2) => {
                 // SAFETY: `Kernel::Avx2` is chosen only when the CPU has
-                // AVX2 and FMA.
-                unsafe { dot::avx2::q4_1(&q[w.clone()], &d[w.clone()], &m[w], xq, xd, xs) }
+                // AVX2 and FMA; `matmul` checked every row has `nb` blocks
+                // and (for Q4_1) sums.
+                unsafe { dot::avx2::q4_1_tile(&q[w.clone()], &d[w.clone()], &m[w], x) }
             }
             #[cfg(target_arch = "x86_64")]
             (Blocks::Q8_0 { q, d }, Kernel::Avx2) => {
                 // SAFETY: as above.
-                unsafe { dot::avx2::q8_0(&q[w.clone()], &d[w], xq, xd) }
+                unsafe { dot::avx2::q8_0_tile(&q[w.clone()], &d[w], x) }
             }
         }
     }
+}
+
+/// `[rows, n]` → `[n, rows]`, in parallel: each task writes
+/// TRANSPOSE_ROWS whole output rows, reading 64-byte runs of each input
+/// row.
+fn transpose(out_t: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * rows];
+    out.par_chunks_mut(TRANSPOSE_ROWS * rows.max(1))
+        .enumerate()
+        .for_each(|(task, o)| {
+            let j0 = task * TRANSPOSE_ROWS;
+            let here = o.len() / rows.max(1);
+            for (r, col) in out_t.chunks_exact(n.max(1)).enumerate() {
+                for (jj, v) in col[j0..j0 + here].iter().enumerate() {
+                    o[jj * rows + r] = *v;
+                }
+            }
+        });
+    out
 }
 
 #[cfg(test)]
@@ -277,7 +317,8 @@ mod tests {
     #[test]
     fn kernels_agree_to_the_bit_and_match_a_reference() {
         for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-            let (rows, cols, n) = (37, 96, 3);
+            // 7 inputs: one full tile of 4 and a remainder of 3.
+            let (rows, cols, n) = (37, 96, 7);
             let data = blocks(ty, rows * cols / 32, 7);
             let m = QMatrix::from_blocks(ty, rows, cols, &data)
                 .unwrap()
@@ -285,30 +326,29 @@ mod tests {
             let x = input(n * cols, 11);
             let q = m.quantize(&x).unwrap();
             let nb = cols / 32;
-            let (xq, _) = q.q.as_chunks::<32>();
+            let row = |j: usize| q.row(j);
+            let y = m.matmul(&q).unwrap();
+            assert_eq!(y.len(), n * rows);
             for r in 0..rows {
+                let tiled = m.tile(Kernel::Portable, r, [row(0), row(1), row(2), row(3)]);
+                let tiled_fast = m.tile(kernel(), r, [row(0), row(1), row(2), row(3)]);
                 for j in 0..n {
-                    let a = j * nb..(j + 1) * nb;
-                    let s = q.s.get(a.clone()).unwrap_or(&[]);
-                    let portable = m.dot(
-                        Kernel::Portable,
-                        r * nb..(r + 1) * nb,
-                        &xq[a.clone()],
-                        &q.d[a.clone()],
-                        s,
-                    );
-                    let fast = m.dot(
-                        kernel(),
-                        r * nb..(r + 1) * nb,
-                        &xq[a.clone()],
-                        &q.d[a.clone()],
-                        s,
-                    );
+                    let portable = m.tile(Kernel::Portable, r, [row(j)])[0];
+                    let fast = m.tile(kernel(), r, [row(j)])[0];
                     assert_eq!(
                         portable.to_bits(),
                         fast.to_bits(),
                         "{ty:?} row {r} input {j}"
                     );
+                    assert_eq!(
+                        y[j * rows + r].to_bits(),
+                        portable.to_bits(),
+                        "matmul {r} {j}"
+                    );
+                    if j < 4 {
+                        assert_eq!(tiled[j].to_bits(), portable.to_bits(), "tile {r} {j}");
+                        assert_eq!(tiled_fast[j].to_bits(), portable.to_bits(), "tile {r} {j}");
+                    }
                     // Against the plain formula in f64: close, not equal.
                     let mut want = 0f64;
                     for b in 0..nb {
@@ -348,8 +388,6 @@ mod tests {
                     );
                 }
             }
-            let y = m.matmul(&q).unwrap();
-            assert_eq!(y.len(), n * rows);
         }
     }
 

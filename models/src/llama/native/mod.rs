@@ -18,10 +18,58 @@
 //! Rows of the output are spread over rayon's pool; each output value is
 //! one sequential dot product, so the thread count never changes a bit.
 
+/// Defines a function whose body is compiled twice: for the baseline CPU
+/// and, on x86-64, with AVX2 + FMA + F16C + SSE4.1 enabled, the latter
+/// chosen at run time when the CPU has them.
+///
+/// Exists because the bodies use `f32::mul_add` and round-to-nearest,
+/// which the baseline x86-64 target can only reach through `fmaf` /
+/// `rintf` library calls (a profile showed them at ~10 % of prefill); with
+/// the features on they are single instructions. Both versions perform
+/// the same IEEE operations, so the bits do not depend on which one runs.
+macro_rules! fast_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma,f16c,sse4.1")]
+                fn fast($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if $crate::llama::native::x86_fast() {
+                    // SAFETY: x86_fast() checked the CPU has every feature
+                    // `fast` is compiled for.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// Whether this x86-64 CPU has AVX2, FMA, F16C and SSE4.1 (checked once;
+/// `MEMKERN_PORTABLE_KERNELS` forces the portable code).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn x86_fast() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        std::env::var_os("MEMKERN_PORTABLE_KERNELS").is_none()
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+            && std::is_x86_feature_detected!("sse4.1")
+    })
+}
+
 mod act;
 mod dot;
 mod matrix;
 mod ops;
+mod pool;
 
 pub use act::Q8Rows;
 pub use matrix::QMatrix;
@@ -29,6 +77,7 @@ pub use ops::{
     AttnShape, GgmlIsa, attention, expf_ggml, expf_ggml_avx512, rms_norm, rope_pairs, round_f16,
     swiglu,
 };
+pub use pool::Threads;
 
 /// Values per ggml block.
 const BLOCK: usize = 32;

@@ -70,6 +70,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// ggml's vectorised `expf` (`ggml_v_expf`, AVX2 + FMA: ARM's optimised
 /// routine, max error 1.5 ulp), one lane. Used by its SiLU.
+#[inline(always)]
 pub fn expf_ggml(x: f32) -> f32 {
     let f = f32::from_bits;
     let r = f(0x4b40_0000); // 0x1.8p23
@@ -99,6 +100,7 @@ pub fn expf_ggml(x: f32) -> f32 {
 /// ggml's AVX-512 `ggml_v_expf`, one lane: the same reduction and
 /// polynomial as [`expf_ggml`] but `j = p(b) + 1` scaled by `2^n`
 /// (`vscalefps`, one rounding), 0 or ∞ beyond |n| > 192.
+#[inline(always)]
 pub fn expf_ggml_avx512(x: f32) -> f32 {
     let f = f32::from_bits;
     let r = f(0x4b40_0000);
@@ -114,34 +116,63 @@ pub fn expf_ggml_avx512(x: f32) -> f32 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     // j·2^n is exact in f64 (|n| ≤ 192); one rounding to f32, as vscalefps.
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // 2^n is built from its exponent bits (n is a whole number in range).
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * two_n) as f32
 }
+
+/// Elements per parallel task of the elementwise passes.
+const ELEMENTS_PER_TASK: usize = 4096;
 
 /// `ggml_vec_swiglu_f32`: `silu(gate)·up` with
 /// `silu(x) = x / (1 + expf(0 − x))`, `expf` being `isa`'s vectorised one.
+/// Spread over the thread pool in fixed chunks (elementwise: the thread
+/// count changes no bit).
 pub fn swiglu(gate: &[f32], up: &[f32], isa: GgmlIsa) -> Vec<f32> {
-    let exp = match isa {
-        GgmlIsa::Avx2 => expf_ggml,
-        GgmlIsa::Avx512 => expf_ggml_avx512,
-    };
-    gate.iter()
-        .zip(up)
-        .map(|(&x, &u)| (x / (1.0 + exp(0.0 - x))) * u)
-        .collect()
+    use rayon::prelude::*;
+    let mut out = vec![0f32; gate.len().min(up.len())];
+    out.par_chunks_mut(ELEMENTS_PER_TASK)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let at = i * ELEMENTS_PER_TASK;
+            let n = o.len();
+            swiglu_into(o, &gate[at..at + n], &up[at..at + n], isa);
+        });
+    out
 }
 
-/// `rotate_pairs` of ggml's RoPE (`GGML_ROPE_TYPE_NORMAL`: adjacent
-/// pairs) on one head's values, with `cos`/`sin` of its position.
-///
-/// `x0·cos − x1·sin` and `x0·sin + x1·cos` with the first product fused
-/// into the sum: GCC contracts ggml's C++ this way under its default
-/// `-ffp-contract=fast` (measured: the unfused and the other fused forms
-/// differ from llama.cpp's logits, this one matches them to the bit).
-pub fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    for ((p, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
-        let (x0, x1) = (p[0], p[1]);
-        p[0] = x0.mul_add(c, -(x1 * s));
-        p[1] = x0.mul_add(s, x1 * c);
+fast_fn! {
+    /// One chunk of [`swiglu`].
+    fn swiglu_into(out: &mut [f32], gate: &[f32], up: &[f32], isa: GgmlIsa) {
+        match isa {
+            GgmlIsa::Avx2 => {
+                for ((o, &x), &u) in out.iter_mut().zip(gate).zip(up) {
+                    *o = (x / (1.0 + expf_ggml(0.0 - x))) * u;
+                }
+            }
+            GgmlIsa::Avx512 => {
+                for ((o, &x), &u) in out.iter_mut().zip(gate).zip(up) {
+                    *o = (x / (1.0 + expf_ggml_avx512(0.0 - x))) * u;
+                }
+            }
+        }
+    }
+}
+
+fast_fn! {
+    /// `rotate_pairs` of ggml's RoPE (`GGML_ROPE_TYPE_NORMAL`: adjacent
+    /// pairs) on one head's values, with `cos`/`sin` of its position.
+    ///
+    /// `x0·cos − x1·sin` and `x0·sin + x1·cos` with the first product fused
+    /// into the sum: GCC contracts ggml's C++ this way under its default
+    /// `-ffp-contract=fast` (measured: the unfused and the other fused forms
+    /// differ from llama.cpp's logits, this one matches them to the bit).
+    pub fn rope_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        for ((p, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
+            let (x0, x1) = (p[0], p[1]);
+            p[0] = x0.mul_add(c, -(x1 * s));
+            p[1] = x0.mul_add(s, x1 * c);
+        }
     }
 }
 
@@ -193,6 +224,13 @@ fn reduce_lanes(acc: &[f32], lanes: usize) -> f32 {
     for l in 0..lanes {
         v[l] = (acc[l] + acc[2 * lanes + l]) + (acc[lanes + l] + acc[3 * lanes + l]);
     }
+    reduce_tail(v, lanes)
+}
+
+/// The part of [`reduce_lanes`] after the four accumulators were combined
+/// lane-wise into `v[..lanes]`.
+#[inline(always)]
+fn reduce_tail(mut v: [f32; 16], lanes: usize) -> f32 {
     let mut w = lanes;
     while w > 4 {
         w /= 2;
@@ -224,6 +262,9 @@ pub struct AttnShape {
     pub isa: GgmlIsa,
     /// Cached positions the keys and values cover (`start + seq`).
     pub total: usize,
+    /// Positions each head's block of keys and values has room for
+    /// (`≥ total`; the KV cache's capacity).
+    pub stride: usize,
 }
 
 /// Causal grouped-query attention as ggml's CPU flash attention
@@ -245,34 +286,67 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
         seq,
         start,
         total,
+        stride,
         isa,
     } = sh;
     let group = (heads / kv_heads.max(1)).max(1);
     let mut out = vec![0f32; seq * heads * d];
-    // One (query, head) row per task: each is independent and sequential
-    // inside, so the thread count never changes a bit.
-    out.par_chunks_mut(d.max(1))
-        .enumerate()
-        .for_each(|(row, o)| {
-            let (i, h) = (row / heads, row % heads);
-            let visible = (start + i + 1).min(total);
-            let kvh = h / group;
-            let at = kvh * total * d;
-            let keys = &k[at..at + visible * d];
-            let values = &v[at..at + visible * d];
-            attend_row(&q[row * d..(row + 1) * d], keys, values, o, isa);
-        });
+    // One task per (query, KV head): the query heads of the group share
+    // its keys. Each row is independent and sequential inside, so neither
+    // the thread count nor the grouping changes a bit.
+    let width = (group * d).max(1);
+    out.par_chunks_mut(width).enumerate().for_each(|(unit, o)| {
+        let (i, kvh) = (unit / kv_heads.max(1), unit % kv_heads.max(1));
+        let visible = (start + i + 1).min(total);
+        let at = kvh * stride * d;
+        // Callers pass buffers of kv_heads·stride·d values; a short
+        // one attends to nothing rather than panicking.
+        let keys = k.get(at..at + visible * d).unwrap_or(&[]);
+        let values = v.get(at..at + visible * d).unwrap_or(&[]);
+        let rows = q.get(unit * width..(unit + 1) * width).unwrap_or(&[]);
+        attend_group(rows, keys, values, o, d, isa);
+    });
     out
+}
+
+/// The query rows `q` (`g × d`) of the heads that share one KV head, over
+/// its `keys` / `values`, written to `out` (`g × d`).
+fn attend_group(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usize, isa: GgmlIsa) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() && d == 64 && q.len() == out.len() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); q
+        // and out hold g rows of 64 = 8·8 values.
+        unsafe {
+            match q.len() / d {
+                2 => return simd::attend_rows_regs::<8, 2>(q, keys, values, out, isa),
+                3 => return simd::attend_rows_regs::<8, 3>(q, keys, values, out, isa),
+                4 => return simd::attend_rows_regs::<8, 4>(q, keys, values, out, isa),
+                _ => {}
+            }
+        }
+    }
+    for (qr, o) in q.chunks_exact(d.max(1)).zip(out.chunks_exact_mut(d.max(1))) {
+        attend_row(qr, keys, values, o, isa);
+    }
 }
 
 /// One query row of [`attention`] over `keys` / `values` (`visible ×
 /// head_dim`), written to `out`.
 fn attend_row(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
     #[cfg(target_arch = "x86_64")]
-    if simd::available() && q.len().is_multiple_of(64) {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-        unsafe { simd::attend_row(q, keys, values, out, isa) };
-        return;
+    if simd::available() && q.len() == out.len() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above), and
+        // each call's head size is its register count times 8, a multiple
+        // of 64.
+        unsafe {
+            match q.len() {
+                64 => return simd::attend_rows_regs::<8, 1>(q, keys, values, out, isa),
+                128 => return simd::attend_rows_regs::<16, 1>(q, keys, values, out, isa),
+                192 => return simd::attend_rows_regs::<24, 1>(q, keys, values, out, isa),
+                256 => return simd::attend_rows_regs::<32, 1>(q, keys, values, out, isa),
+                _ => {}
+            }
+        }
     }
     attend_row_portable(q, keys, values, out, isa);
 }
@@ -313,9 +387,9 @@ fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32],
 mod simd {
     use core::arch::x86_64::*;
 
-    use super::{GgmlIsa, reduce_lanes, round_f16};
+    use super::{GgmlIsa, reduce_tail};
 
-    /// Whether this CPU can run [`attend_row`].
+    /// Whether this CPU can run [`super::attend_row`].
     pub fn available() -> bool {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
@@ -332,80 +406,126 @@ mod simd {
         _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
     }
 
+    /// [`super::attend_row`] for `G` query rows over the same keys and values (the
+    /// query heads that share one KV head), head size `NV`·8, with the
+    /// accumulators and queries in registers and each dot product reduced
+    /// in registers up to its last eight lanes. The rows' dependency
+    /// chains (dot, max, `expf`, accumulate) interleave; each row still
+    /// runs exactly [`super::attend_row`]'s operations in its order.
+    ///
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C, and `q.len()` must be a
-    /// multiple of 64 (the caller checks both).
+    /// The CPU must have AVX2, FMA and F16C; `q` and `out` must hold
+    /// `G`·`NV`·8 values, `NV`·8 a multiple of 64; `keys` and `values`
+    /// whole rows of `NV`·8 values.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn attend_row(
+    pub unsafe fn attend_rows_regs<const NV: usize, const G: usize>(
         q: &[f32],
         keys: &[f32],
         values: &[f32],
         out: &mut [f32],
         isa: GgmlIsa,
     ) {
-        let d = q.len();
+        let d = NV * 8;
         let scale = 1.0 / (d as f32).sqrt();
-        let qh: Vec<f32> = q.iter().map(|&x| round_f16(x)).collect();
-        let mut acc = vec![0f32; d];
-        let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-        // Lanes per ggml register: 8 (AVX2) or 16 (AVX-512, as two halves).
-        let lanes = match isa {
-            GgmlIsa::Avx2 => 8,
-            GgmlIsa::Avx512 => 16,
-        };
-        let step = 4 * lanes;
-        for (kr, vr) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
-            // ggml_vec_dot_f16: accumulator j of lane l sums elements
-            // i·step + j·lanes + l over the steps i.
-            let mut sum = [_mm256_setzero_ps(); 8];
-            for i in (0..d).step_by(step) {
-                for (half_reg, acc8) in sum.iter_mut().enumerate().take(step / 8) {
-                    let e = i + half_reg * 8;
-                    // SAFETY: e + 8 ≤ d ≤ both rows' lengths.
-                    let (x, y) = unsafe {
-                        (
-                            _mm256_loadu_ps(kr.as_ptr().add(e)),
-                            _mm256_loadu_ps(qh.as_ptr().add(e)),
-                        )
-                    };
-                    *acc8 = _mm256_fmadd_ps(x, y, *acc8);
-                }
+        let mut qh = [[_mm256_setzero_ps(); NV]; G];
+        for (g, row) in qh.iter_mut().enumerate() {
+            for (c, r) in row.iter_mut().enumerate() {
+                // SAFETY: q holds G·d values.
+                *r = f16_round(unsafe { _mm256_loadu_ps(q.as_ptr().add(g * d + c * 8)) });
             }
-            let mut flat = [0f32; 64];
-            for (j, s8) in sum.iter().enumerate() {
-                // SAFETY: 8 writable f32s at j·8 < 64.
-                unsafe { _mm256_storeu_ps(flat.as_mut_ptr().add(j * 8), *s8) };
-            }
-            let s = reduce_lanes(&flat[..step], lanes) * scale;
-            let (mut ms, mut vs) = (1f32, 1f32);
-            if s > m {
-                ms = (m - s).exp();
-                m = s;
-                let msv = _mm256_set1_ps(ms);
-                for c in acc.chunks_exact_mut(8) {
-                    // SAFETY: c is 8 f32s.
-                    unsafe {
-                        let a = _mm256_loadu_ps(c.as_ptr());
-                        _mm256_storeu_ps(c.as_mut_ptr(), f16_round(_mm256_mul_ps(a, msv)));
-                    }
-                }
-            } else {
-                vs = (s - m).exp();
-            }
-            let vsv = _mm256_set1_ps(vs);
-            for (c, x) in acc.chunks_exact_mut(8).zip(vr.chunks_exact(8)) {
-                // SAFETY: c and x are 8 f32s each.
-                unsafe {
-                    let a = _mm256_loadu_ps(c.as_ptr());
-                    let xv = _mm256_loadu_ps(x.as_ptr());
-                    _mm256_storeu_ps(c.as_mut_ptr(), f16_round(_mm256_fmadd_ps(xv, vsv, a)));
-                }
-            }
-            s_sum = s_sum.mul_add(ms, vs);
         }
-        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-        for (o, &a) in out.iter_mut().zip(&acc) {
-            *o = a * inv;
+        let mut acc = [[_mm256_setzero_ps(); NV]; G];
+        let mut m = [f32::NEG_INFINITY; G];
+        let mut s_sum = [0f32; G];
+        let n = keys.len().min(values.len()) / d;
+        for t in 0..n {
+            // SAFETY: row t of keys and values is inside both slices.
+            let (kr, vr) = unsafe { (keys.as_ptr().add(t * d), values.as_ptr().add(t * d)) };
+            let mut score = [0f32; G];
+            for g in 0..G {
+                // ggml_vec_dot_f16 with four accumulators of `lanes` lanes
+                // (two registers each for 16): register c of the row holds
+                // elements c·8..c·8+8, step i covering 4·lanes of them.
+                let mut v = [0f32; 16];
+                let lanes = match isa {
+                    GgmlIsa::Avx2 => {
+                        let mut sum = [_mm256_setzero_ps(); 4];
+                        for i in 0..NV / 4 {
+                            for (j, s) in sum.iter_mut().enumerate() {
+                                let c = i * 4 + j;
+                                // SAFETY: c·8 + 8 ≤ d.
+                                let x = unsafe { _mm256_loadu_ps(kr.add(c * 8)) };
+                                *s = _mm256_fmadd_ps(x, qh[g][c], *s);
+                            }
+                        }
+                        let r = _mm256_add_ps(
+                            _mm256_add_ps(sum[0], sum[2]),
+                            _mm256_add_ps(sum[1], sum[3]),
+                        );
+                        // SAFETY: 8 writable f32s.
+                        unsafe { _mm256_storeu_ps(v.as_mut_ptr(), r) };
+                        8
+                    }
+                    GgmlIsa::Avx512 => {
+                        let mut sum = [_mm256_setzero_ps(); 8];
+                        for i in 0..NV / 8 {
+                            for (j, s) in sum.iter_mut().enumerate() {
+                                let c = i * 8 + j;
+                                // SAFETY: c·8 + 8 ≤ d.
+                                let x = unsafe { _mm256_loadu_ps(kr.add(c * 8)) };
+                                *s = _mm256_fmadd_ps(x, qh[g][c], *s);
+                            }
+                        }
+                        // Accumulator j is registers 2j (lanes 0–7) and
+                        // 2j+1 (lanes 8–15).
+                        let lo = _mm256_add_ps(
+                            _mm256_add_ps(sum[0], sum[4]),
+                            _mm256_add_ps(sum[2], sum[6]),
+                        );
+                        let hi = _mm256_add_ps(
+                            _mm256_add_ps(sum[1], sum[5]),
+                            _mm256_add_ps(sum[3], sum[7]),
+                        );
+                        // SAFETY: 16 writable f32s.
+                        unsafe {
+                            _mm256_storeu_ps(v.as_mut_ptr(), lo);
+                            _mm256_storeu_ps(v.as_mut_ptr().add(8), hi);
+                        }
+                        16
+                    }
+                };
+                score[g] = reduce_tail(v, lanes) * scale;
+            }
+            for g in 0..G {
+                let s = score[g];
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m[g] {
+                    ms = (m[g] - s).exp();
+                    m[g] = s;
+                    let msv = _mm256_set1_ps(ms);
+                    for a in acc[g].iter_mut() {
+                        *a = f16_round(_mm256_mul_ps(*a, msv));
+                    }
+                } else {
+                    vs = (s - m[g]).exp();
+                }
+                let vsv = _mm256_set1_ps(vs);
+                for (c, a) in acc[g].iter_mut().enumerate() {
+                    // SAFETY: c·8 + 8 ≤ d.
+                    let xv = unsafe { _mm256_loadu_ps(vr.add(c * 8)) };
+                    *a = f16_round(_mm256_fmadd_ps(xv, vsv, *a));
+                }
+                s_sum[g] = s_sum[g].mul_add(ms, vs);
+            }
+        }
+        for g in 0..G {
+            let inv = _mm256_set1_ps(if s_sum[g] == 0.0 { 0.0 } else { 1.0 / s_sum[g] });
+            for (c, a) in acc[g].iter().enumerate() {
+                // SAFETY: out holds G·d values.
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(g * d + c * 8), _mm256_mul_ps(*a, inv));
+                }
+            }
         }
     }
 }
@@ -464,6 +584,7 @@ mod tests {
             seq: 1,
             start: 0,
             total: 1,
+            stride: 1,
             isa: GgmlIsa::Avx2,
         };
         let q = vec![0.5f32; 64];
@@ -472,5 +593,42 @@ mod tests {
         let out = attention(&q, &k, &v, sh);
         assert_eq!(&out[..32], &v[..]);
         assert_eq!(&out[32..], &v[..]);
+    }
+
+    #[test]
+    fn attention_kernels_agree_to_the_bit() {
+        // Pseudo-random rows; 40 keys so the running maximum moves often.
+        let mut state = 0x2545_f491_u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 6.0
+        };
+        for d in [64usize, 128, 192, 256] {
+            let keys: Vec<f32> = (0..40 * d).map(|_| round_f16(next())).collect();
+            let values: Vec<f32> = (0..40 * d).map(|_| round_f16(next())).collect();
+            let q: Vec<f32> = (0..d).map(|_| next()).collect();
+            for isa in [GgmlIsa::Avx2, GgmlIsa::Avx512] {
+                for visible in [1, 7, 40] {
+                    let (k, v) = (&keys[..visible * d], &values[..visible * d]);
+                    let mut want = vec![0f32; d];
+                    attend_row_portable(&q, k, v, &mut want, isa);
+                    let mut got = vec![0f32; d];
+                    attend_row(&q, k, v, &mut got, isa);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "d {d} {isa:?} {visible} keys");
+                    // Three query rows sharing the keys, as a GQA group.
+                    let q3: Vec<f32> = q.iter().chain(&q).chain(&q).map(|x| x * 0.75).collect();
+                    let mut grouped = vec![0f32; 3 * d];
+                    attend_group(&q3, k, v, &mut grouped, d, isa);
+                    for (g, (qr, o)) in q3.chunks(d).zip(grouped.chunks(d)).enumerate() {
+                        let mut one = vec![0f32; d];
+                        attend_row_portable(qr, k, v, &mut one, isa);
+                        assert_eq!(bits(o), bits(&one), "group row {g} d {d} {isa:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -294,8 +294,9 @@ pub struct ModelArgs {
     /// the model cache on first use; MEMKERN_MODEL_DIR overrides the cache).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Where the model runs: cpu (burn flex) or wgpu (needs the `wgpu` build
-    /// feature).
+    /// Where the model runs: cpu (burn flex; llama.cpp's arithmetic on
+    /// MEMKERN_THREADS threads, default one per CPU) or wgpu (needs the
+    /// `wgpu` build feature).
     #[arg(long, value_name = "cpu|wgpu", default_value = "cpu")]
     pub backend: String,
 }
