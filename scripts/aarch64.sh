@@ -4,7 +4,9 @@
 # (memkern-linux) for aarch64-unknown-linux-gnu with Debian's
 # gcc-aarch64-linux-gnu and runs, under qemu-aarch64-static, the runtime's
 # vault tests and real-model smoke test (memories in, KV block saved,
-# restored on the second ask) and the binary's SIGKILL crash test. CPU backend only: burn's
+# restored on the second ask), the binary's SIGKILL crash test and the
+# native kernels' bit-agreement tests (NEON with and without SDOT against
+# the portable code: QEMU's default CPU has SDOT). CPU backend only: burn's
 # wgpu backend is left out of the ARM build (no Vulkan under user-mode QEMU,
 # and it would double the cross build's time).
 # Needs: apt-get install qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross;
@@ -27,4 +29,5 @@ echo "aarch64 build: ${SECONDS}s"
 SECONDS=0
 cargo run -q --target "$TARGET" -p memkern-linux --no-default-features --bin memkern -- --version
 cargo test "${ARGS[@]}"
+cargo test --target "$TARGET" -p memkern-models --no-default-features --features flex --lib llama::native
 echo "aarch64 tests under qemu-aarch64: ${SECONDS}s"

@@ -49,6 +49,7 @@ const EXACT: f32 = 6e-5;
 /// rounded (Vulkan allows a few ulp) and the dense f32 matmuls sum in
 /// another order than ggml, which moves 8-bit rounding decisions and
 /// first-position logits by up to ≈ 0.3.
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 const TOP5_NEAR_TIE_WGPU: f32 = 0.35;
 
 /// What a run demands.

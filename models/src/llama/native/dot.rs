@@ -1,5 +1,5 @@
-//! Block dot products in ggml's exact order: a portable version and an
-//! AVX2 + FMA one that give identical bits.
+//! Block dot products in ggml's exact order: a portable version, an AVX2 +
+//! FMA one (x86-64) and two NEON ones (aarch64), all giving identical bits.
 //!
 //! ggml (`ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`, AVX2 path)
 //! sums each block of 32 products in integers, four consecutive products
@@ -207,5 +207,214 @@ pub(super) mod avx2 {
             out[r] = hsum(acc[r]);
         }
         out
+    }
+}
+
+/// The NEON versions (aarch64: Raspberry Pi, Jetson), chosen at run time.
+///
+/// Each block's 8 lane sums are built in integers — with `SDOT` where the
+/// CPU has the dot-product extension (Armv8.2+: Pi 5, Jetson Orin), else
+/// with widening multiplies and pairwise adds (Armv8.0: Pi 4) — then
+/// converted and accumulated with one FMA per lane into two 4-lane
+/// registers, the low and high halves of ggml's 8 lanes. Integer sums are
+/// exact, and the float steps are the portable ones lane for lane, so both
+/// variants give the portable bits.
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon {
+    use core::arch::aarch64::*;
+
+    /// Whether this CPU has the dot-product instructions (`SDOT`).
+    pub fn has_dotprod() -> bool {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+
+    /// `[Σ w·x over bytes 4l..4l+3]` for `l` in 0..4 of one 16-byte half.
+    ///
+    /// # Safety
+    /// With `DOT`, the CPU must have the dot-product extension and the
+    /// caller must be compiled with it enabled.
+    #[inline(always)]
+    unsafe fn lanes<const DOT: bool>(w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        // SAFETY: NEON is part of every aarch64 CPU; with `DOT` the caller
+        // guarantees SDOT exists, and the instruction only reads and
+        // writes the named registers.
+        unsafe {
+            if DOT {
+                let mut acc = vdupq_n_s32(0);
+                core::arch::asm!(
+                    "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                    acc = inout(vreg) acc,
+                    w = in(vreg) w,
+                    x = in(vreg) x,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+                acc
+            } else {
+                // |w·x| ≤ 128·128 fits i16; pairs then quads are summed in i32.
+                let lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x)));
+                let hi = vpaddlq_s16(vmull_high_s8(w, x));
+                vpaddq_s32(lo, hi)
+            }
+        }
+    }
+
+    /// ggml's 8-lane reduction of the two halves.
+    #[inline(always)]
+    fn hsum(acc: [float32x4_t; 2]) -> f32 {
+        let mut a = [0f32; 8];
+        // SAFETY: `a` is 8 writable f32s.
+        unsafe {
+            vst1q_f32(a.as_mut_ptr(), acc[0]);
+            vst1q_f32(a.as_mut_ptr().add(4), acc[1]);
+        }
+        super::hsum8(a)
+    }
+
+    /// The body of [`q4_1_tile`] / [`q4_1_tile_dot`].
+    #[inline(always)]
+    unsafe fn q4_1_body<const R: usize, const DOT: bool>(
+        wq: &[[u8; 16]],
+        wd: &[f32],
+        wm: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: NEON is part of every aarch64 CPU; the loads and
+        // unchecked reads are inside the blocks the caller vouches
+        // for, and SDOT runs only when the caller has it (`DOT`).
+        unsafe {
+            let n = wq.len().min(wd.len()).min(wm.len());
+            let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+            let mut summs = [0f32; R];
+            let low = vdupq_n_u8(0x0f);
+            for b in 0..n {
+                // the block is 16 readable bytes.
+                let raw = vld1q_u8(wq[b].as_ptr());
+                // Nibbles 0..15 are elements 0..15, the high nibbles 16..31.
+                let lo = vreinterpretq_s8_u8(vandq_u8(raw, low));
+                let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw));
+                for r in 0..R {
+                    let y = &x[r];
+                    // the caller guarantees `b` is inside every row.
+                    let (yq, yd, ys) = {
+                        (
+                            y.q.get_unchecked(b),
+                            *y.d.get_unchecked(b),
+                            *y.s.get_unchecked(b),
+                        )
+                    };
+                    summs[r] = wm[b].mul_add(ys, summs[r]);
+                    let dd = vdupq_n_f32(wd[b] * yd);
+                    // the block is 32 readable bytes; the caller
+                    // guarantees SDOT when `DOT`.
+                    let (l0, l1) = {
+                        let x0 = vld1q_s8(yq.as_ptr());
+                        let x1 = vld1q_s8(yq.as_ptr().add(16));
+                        (lanes::<DOT>(lo, x0), lanes::<DOT>(hi, x1))
+                    };
+                    acc[r][0] = vfmaq_f32(acc[r][0], dd, vcvtq_f32_s32(l0));
+                    acc[r][1] = vfmaq_f32(acc[r][1], dd, vcvtq_f32_s32(l1));
+                }
+            }
+            let mut out = [0f32; R];
+            for r in 0..R {
+                out[r] = hsum(acc[r]) + summs[r];
+            }
+            out
+        }
+    }
+
+    /// The body of [`q8_0_tile`] / [`q8_0_tile_dot`].
+    #[inline(always)]
+    unsafe fn q8_0_body<const R: usize, const DOT: bool>(
+        wq: &[[i8; 32]],
+        wd: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: NEON is part of every aarch64 CPU; the loads and
+        // unchecked reads are inside the blocks the caller vouches
+        // for, and SDOT runs only when the caller has it (`DOT`).
+        unsafe {
+            let n = wq.len().min(wd.len());
+            let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+            for b in 0..n {
+                // the block is 32 readable bytes.
+                let (w0, w1) = (vld1q_s8(wq[b].as_ptr()), vld1q_s8(wq[b].as_ptr().add(16)));
+                for r in 0..R {
+                    let y = &x[r];
+                    // the caller guarantees `b` is inside every row.
+                    let (yq, yd) = (y.q.get_unchecked(b), *y.d.get_unchecked(b));
+                    let dd = vdupq_n_f32(wd[b] * yd);
+                    // as in `q4_1_body`.
+                    let (l0, l1) = {
+                        let x0 = vld1q_s8(yq.as_ptr());
+                        let x1 = vld1q_s8(yq.as_ptr().add(16));
+                        (lanes::<DOT>(w0, x0), lanes::<DOT>(w1, x1))
+                    };
+                    acc[r][0] = vfmaq_f32(acc[r][0], dd, vcvtq_f32_s32(l0));
+                    acc[r][1] = vfmaq_f32(acc[r][1], dd, vcvtq_f32_s32(l1));
+                }
+            }
+            acc.map(hsum)
+        }
+    }
+
+    /// [`super::q4_1_portable_tile`] with NEON (Armv8.0).
+    ///
+    /// # Safety
+    /// Every row of `x` must have at least `wq.len()` blocks, scales and
+    /// sums.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn q4_1_tile<const R: usize>(
+        wq: &[[u8; 16]],
+        wd: &[f32],
+        wm: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: forwarded; no SDOT without `DOT`.
+        unsafe { q4_1_body::<R, false>(wq, wd, wm, x) }
+    }
+
+    /// [`q4_1_tile`] with `SDOT`.
+    ///
+    /// # Safety
+    /// As [`q4_1_tile`], and the CPU must have the dot-product extension
+    /// ([`has_dotprod`]).
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn q4_1_tile_dot<const R: usize>(
+        wq: &[[u8; 16]],
+        wd: &[f32],
+        wm: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: forwarded; this function is compiled with SDOT.
+        unsafe { q4_1_body::<R, true>(wq, wd, wm, x) }
+    }
+
+    /// [`super::q8_0_portable_tile`] with NEON (Armv8.0).
+    ///
+    /// # Safety
+    /// As [`q4_1_tile`] (sums are not read).
+    #[target_feature(enable = "neon")]
+    pub unsafe fn q8_0_tile<const R: usize>(
+        wq: &[[i8; 32]],
+        wd: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: forwarded; no SDOT without `DOT`.
+        unsafe { q8_0_body::<R, false>(wq, wd, x) }
+    }
+
+    /// [`q8_0_tile`] with `SDOT`.
+    ///
+    /// # Safety
+    /// As [`q4_1_tile_dot`].
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn q8_0_tile_dot<const R: usize>(
+        wq: &[[i8; 32]],
+        wd: &[f32],
+        x: [super::XRow<'_>; R],
+    ) -> [f32; R] {
+        // SAFETY: forwarded; this function is compiled with SDOT.
+        unsafe { q8_0_body::<R, true>(wq, wd, x) }
     }
 }

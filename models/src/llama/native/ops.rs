@@ -312,18 +312,8 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
 /// The query rows `q` (`g × d`) of the heads that share one KV head, over
 /// its `keys` / `values`, written to `out` (`g × d`).
 fn attend_group(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usize, isa: GgmlIsa) {
-    #[cfg(target_arch = "x86_64")]
-    if simd::available() && d == 64 && q.len() == out.len() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); q
-        // and out hold g rows of 64 = 8·8 values.
-        unsafe {
-            match q.len() / d {
-                2 => return simd::attend_rows_regs::<8, 2>(q, keys, values, out, isa),
-                3 => return simd::attend_rows_regs::<8, 3>(q, keys, values, out, isa),
-                4 => return simd::attend_rows_regs::<8, 4>(q, keys, values, out, isa),
-                _ => {}
-            }
-        }
+    if attend_regs(q, keys, values, out, d, isa) {
+        return;
     }
     for (qr, o) in q.chunks_exact(d.max(1)).zip(out.chunks_exact_mut(d.max(1))) {
         attend_row(qr, keys, values, o, isa);
@@ -333,22 +323,39 @@ fn attend_group(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usi
 /// One query row of [`attention`] over `keys` / `values` (`visible ×
 /// head_dim`), written to `out`.
 fn attend_row(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
-    #[cfg(target_arch = "x86_64")]
-    if simd::available() && q.len() == out.len() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above), and
-        // each call's head size is its register count times 8, a multiple
-        // of 64.
-        unsafe {
-            match q.len() {
-                64 => return simd::attend_rows_regs::<8, 1>(q, keys, values, out, isa),
-                128 => return simd::attend_rows_regs::<16, 1>(q, keys, values, out, isa),
-                192 => return simd::attend_rows_regs::<24, 1>(q, keys, values, out, isa),
-                256 => return simd::attend_rows_regs::<32, 1>(q, keys, values, out, isa),
-                _ => {}
-            }
-        }
+    if !attend_regs(q, keys, values, out, q.len(), isa) {
+        attend_row_portable(q, keys, values, out, isa);
     }
-    attend_row_portable(q, keys, values, out, isa);
+}
+
+/// Runs the register kernel of this CPU (AVX2 + FMA + F16C on x86-64,
+/// NEON on aarch64) for the `q.len() / d` rows of `q` when one is compiled
+/// for that head size and row count; `false` when none ran.
+fn attend_regs(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out: &mut [f32],
+    d: usize,
+    isa: GgmlIsa,
+) -> bool {
+    if d == 0 || q.len() != out.len() || !q.len().is_multiple_of(d) {
+        return false;
+    }
+    let g = q.len() / d;
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); q
+        // and out hold g rows of d values.
+        return unsafe { avx2::attend(q, keys, values, out, d, g, isa) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if neon::available() {
+        // SAFETY: NEON is part of every aarch64 CPU; shapes as above.
+        return unsafe { neon::attend(q, keys, values, out, d, g, isa) };
+    }
+    let _ = (keys, values, g, isa);
+    false
 }
 
 /// The portable version of [`attend_row`].
@@ -381,44 +388,105 @@ fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32],
     }
 }
 
-/// [`attend_row`] with AVX2 + FMA + F16C: the same operations on 8 lanes
-/// at a time (identical bits: lane-wise FMAs, hardware f16 rounding).
-#[cfg(target_arch = "x86_64")]
+/// [`attend_row_portable`] on SIMD registers of eight f32 lanes: the same
+/// operations lane for lane (FMAs, adds, products, hardware f16
+/// rounding), so every ISA gives the portable bits.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 mod simd {
-    use core::arch::x86_64::*;
-
     use super::{GgmlIsa, reduce_tail};
 
-    /// Whether this CPU can run [`super::attend_row`].
-    pub fn available() -> bool {
-        use std::sync::OnceLock;
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            std::env::var_os("MEMKERN_PORTABLE_KERNELS").is_none()
-                && std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c")
-        })
+    /// Eight f32 lanes of one ISA: what [`attend_rows`] computes with.
+    ///
+    /// Exists so the one kernel below runs on AVX2 (one 256-bit register)
+    /// and NEON (two 128-bit registers) alike.
+    pub(super) trait Lanes8: Copy {
+        /// All lanes `x`.
+        ///
+        /// # Safety (every method)
+        /// The CPU must have the ISA's features, and the calling function
+        /// must be compiled with them.
+        unsafe fn splat(x: f32) -> Self;
+        /// Eight values from `p`.
+        ///
+        /// # Safety
+        /// As [`Self::splat`]; `p` must point at 8 readable f32s.
+        unsafe fn load(p: *const f32) -> Self;
+        /// Writes the lanes to `p`.
+        ///
+        /// # Safety
+        /// As [`Self::splat`]; `p` must point at 8 writable f32s.
+        unsafe fn store(self, p: *mut f32);
+        /// Lane-wise sum.
+        ///
+        /// # Safety
+        /// As [`Self::splat`].
+        unsafe fn add(self, o: Self) -> Self;
+        /// Lane-wise product.
+        ///
+        /// # Safety
+        /// As [`Self::splat`].
+        unsafe fn mul(self, o: Self) -> Self;
+        /// Lane-wise `self·b + c`, rounded once.
+        ///
+        /// # Safety
+        /// As [`Self::splat`].
+        unsafe fn fma(self, b: Self, c: Self) -> Self;
+        /// Each lane rounded to the nearest f16 (ties to even) and widened.
+        ///
+        /// # Safety
+        /// As [`Self::splat`].
+        unsafe fn f16_round(self) -> Self;
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn f16_round(x: __m256) -> __m256 {
-        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
-    }
-
-    /// [`super::attend_row`] for `G` query rows over the same keys and values (the
-    /// query heads that share one KV head), head size `NV`·8, with the
-    /// accumulators and queries in registers and each dot product reduced
-    /// in registers up to its last eight lanes. The rows' dependency
-    /// chains (dot, max, `expf`, accumulate) interleave; each row still
-    /// runs exactly [`super::attend_row`]'s operations in its order.
+    /// Runs [`attend_rows`] for head size `d` and `g` rows when it is
+    /// compiled for that shape; `false` otherwise.
     ///
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `q` and `out` must hold
-    /// `G`·`NV`·8 values, `NV`·8 a multiple of 64; `keys` and `values`
-    /// whole rows of `NV`·8 values.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn attend_rows_regs<const NV: usize, const G: usize>(
+    /// As [`attend_rows`] (the shapes are checked here).
+    #[inline(always)]
+    pub(super) unsafe fn dispatch<L: Lanes8>(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        out: &mut [f32],
+        d: usize,
+        g: usize,
+        isa: GgmlIsa,
+    ) -> bool {
+        // SAFETY: each arm's NV·8 = d and G = g, and the caller holds the
+        // ISA's features.
+        unsafe {
+            match (d, g) {
+                (64, 1) => attend_rows::<L, 8, 1>(q, keys, values, out, isa),
+                (64, 2) => attend_rows::<L, 8, 2>(q, keys, values, out, isa),
+                (64, 3) => attend_rows::<L, 8, 3>(q, keys, values, out, isa),
+                (64, 4) => attend_rows::<L, 8, 4>(q, keys, values, out, isa),
+                (128, 1) => attend_rows::<L, 16, 1>(q, keys, values, out, isa),
+                (192, 1) => attend_rows::<L, 24, 1>(q, keys, values, out, isa),
+                (256, 1) => attend_rows::<L, 32, 1>(q, keys, values, out, isa),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// [`super::attend_row`] for `G` query rows over the same keys and
+    /// values (the query heads that share one KV head), head size `NV`·8,
+    /// with the accumulators and queries in registers and each dot product
+    /// reduced in registers up to its last eight lanes. The rows'
+    /// dependency chains (dot, max, `expf`, accumulate) interleave; each
+    /// row still runs exactly [`super::attend_row_portable`]'s operations
+    /// in its order.
+    ///
+    /// # Safety
+    /// The CPU must have `L`'s features and the caller be compiled with
+    /// them; `q` and `out` must hold `G`·`NV`·8 values, `NV`·8 a multiple
+    /// of 64; `keys` and `values` whole rows of `NV`·8 values.
+    #[inline(always)]
+    unsafe fn attend_rows<L: Lanes8, const NV: usize, const G: usize>(
         q: &[f32],
         keys: &[f32],
         values: &[f32],
@@ -427,19 +495,23 @@ mod simd {
     ) {
         let d = NV * 8;
         let scale = 1.0 / (d as f32).sqrt();
-        let mut qh = [[_mm256_setzero_ps(); NV]; G];
+        // SAFETY (every block of this function): the caller holds L's
+        // features; every pointer offset is inside the slices as the
+        // comments say.
+        let zero = unsafe { L::splat(0.0) };
+        let mut qh = [[zero; NV]; G];
         for (g, row) in qh.iter_mut().enumerate() {
             for (c, r) in row.iter_mut().enumerate() {
-                // SAFETY: q holds G·d values.
-                *r = f16_round(unsafe { _mm256_loadu_ps(q.as_ptr().add(g * d + c * 8)) });
+                // q holds G·d values.
+                *r = unsafe { L::load(q.as_ptr().add(g * d + c * 8)).f16_round() };
             }
         }
-        let mut acc = [[_mm256_setzero_ps(); NV]; G];
+        let mut acc = [[zero; NV]; G];
         let mut m = [f32::NEG_INFINITY; G];
         let mut s_sum = [0f32; G];
         let n = keys.len().min(values.len()) / d;
         for t in 0..n {
-            // SAFETY: row t of keys and values is inside both slices.
+            // Row t of keys and values is inside both slices.
             let (kr, vr) = unsafe { (keys.as_ptr().add(t * d), values.as_ptr().add(t * d)) };
             let mut score = [0f32; G];
             for g in 0..G {
@@ -449,47 +521,36 @@ mod simd {
                 let mut v = [0f32; 16];
                 let lanes = match isa {
                     GgmlIsa::Avx2 => {
-                        let mut sum = [_mm256_setzero_ps(); 4];
+                        let mut sum = [zero; 4];
                         for i in 0..NV / 4 {
                             for (j, s) in sum.iter_mut().enumerate() {
                                 let c = i * 4 + j;
-                                // SAFETY: c·8 + 8 ≤ d.
-                                let x = unsafe { _mm256_loadu_ps(kr.add(c * 8)) };
-                                *s = _mm256_fmadd_ps(x, qh[g][c], *s);
+                                // c·8 + 8 ≤ d.
+                                *s = unsafe { L::load(kr.add(c * 8)).fma(qh[g][c], *s) };
                             }
                         }
-                        let r = _mm256_add_ps(
-                            _mm256_add_ps(sum[0], sum[2]),
-                            _mm256_add_ps(sum[1], sum[3]),
-                        );
-                        // SAFETY: 8 writable f32s.
-                        unsafe { _mm256_storeu_ps(v.as_mut_ptr(), r) };
+                        unsafe {
+                            let r = sum[0].add(sum[2]).add(sum[1].add(sum[3]));
+                            r.store(v.as_mut_ptr());
+                        }
                         8
                     }
                     GgmlIsa::Avx512 => {
-                        let mut sum = [_mm256_setzero_ps(); 8];
+                        let mut sum = [zero; 8];
                         for i in 0..NV / 8 {
                             for (j, s) in sum.iter_mut().enumerate() {
                                 let c = i * 8 + j;
-                                // SAFETY: c·8 + 8 ≤ d.
-                                let x = unsafe { _mm256_loadu_ps(kr.add(c * 8)) };
-                                *s = _mm256_fmadd_ps(x, qh[g][c], *s);
+                                // c·8 + 8 ≤ d.
+                                *s = unsafe { L::load(kr.add(c * 8)).fma(qh[g][c], *s) };
                             }
                         }
                         // Accumulator j is registers 2j (lanes 0–7) and
-                        // 2j+1 (lanes 8–15).
-                        let lo = _mm256_add_ps(
-                            _mm256_add_ps(sum[0], sum[4]),
-                            _mm256_add_ps(sum[2], sum[6]),
-                        );
-                        let hi = _mm256_add_ps(
-                            _mm256_add_ps(sum[1], sum[5]),
-                            _mm256_add_ps(sum[3], sum[7]),
-                        );
-                        // SAFETY: 16 writable f32s.
+                        // 2j+1 (lanes 8–15); v has 16 writable f32s.
                         unsafe {
-                            _mm256_storeu_ps(v.as_mut_ptr(), lo);
-                            _mm256_storeu_ps(v.as_mut_ptr().add(8), hi);
+                            let lo = sum[0].add(sum[4]).add(sum[2].add(sum[6]));
+                            let hi = sum[1].add(sum[5]).add(sum[3].add(sum[7]));
+                            lo.store(v.as_mut_ptr());
+                            hi.store(v.as_mut_ptr().add(8));
                         }
                         16
                     }
@@ -502,31 +563,198 @@ mod simd {
                 if s > m[g] {
                     ms = (m[g] - s).exp();
                     m[g] = s;
-                    let msv = _mm256_set1_ps(ms);
+                    let msv = unsafe { L::splat(ms) };
                     for a in acc[g].iter_mut() {
-                        *a = f16_round(_mm256_mul_ps(*a, msv));
+                        *a = unsafe { a.mul(msv).f16_round() };
                     }
                 } else {
                     vs = (s - m[g]).exp();
                 }
-                let vsv = _mm256_set1_ps(vs);
+                let vsv = unsafe { L::splat(vs) };
                 for (c, a) in acc[g].iter_mut().enumerate() {
-                    // SAFETY: c·8 + 8 ≤ d.
-                    let xv = unsafe { _mm256_loadu_ps(vr.add(c * 8)) };
-                    *a = f16_round(_mm256_fmadd_ps(xv, vsv, *a));
+                    // c·8 + 8 ≤ d.
+                    *a = unsafe { L::load(vr.add(c * 8)).fma(vsv, *a).f16_round() };
                 }
                 s_sum[g] = s_sum[g].mul_add(ms, vs);
             }
         }
         for g in 0..G {
-            let inv = _mm256_set1_ps(if s_sum[g] == 0.0 { 0.0 } else { 1.0 / s_sum[g] });
+            let inv = unsafe { L::splat(if s_sum[g] == 0.0 { 0.0 } else { 1.0 / s_sum[g] }) };
             for (c, a) in acc[g].iter().enumerate() {
-                // SAFETY: out holds G·d values.
-                unsafe {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(g * d + c * 8), _mm256_mul_ps(*a, inv));
-                }
+                // out holds G·d values.
+                unsafe { a.mul(inv).store(out.as_mut_ptr().add(g * d + c * 8)) };
             }
         }
+    }
+}
+
+/// The attention kernel on AVX2 + FMA + F16C (one 256-bit register per
+/// eight lanes).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    use super::GgmlIsa;
+    use super::simd::{Lanes8, dispatch};
+
+    /// Whether this CPU can run [`attend`] (`MEMKERN_PORTABLE_KERNELS`
+    /// says no).
+    pub fn available() -> bool {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::env::var_os("MEMKERN_PORTABLE_KERNELS").is_none()
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+        })
+    }
+
+    /// Eight lanes in one AVX register.
+    #[derive(Clone, Copy)]
+    struct V(__m256);
+
+    impl Lanes8 for V {
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            V(unsafe { _mm256_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            V(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            V(unsafe { _mm256_add_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            V(unsafe { _mm256_mul_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            V(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn f16_round(self) -> Self {
+            V(unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0)) })
+        }
+    }
+
+    /// [`dispatch`] compiled for AVX2 + FMA + F16C.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C ([`available`]); `q` and `out`
+    /// hold `g` rows of `d` values, `keys` and `values` whole rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        out: &mut [f32],
+        d: usize,
+        g: usize,
+        isa: GgmlIsa,
+    ) -> bool {
+        // SAFETY: forwarded; this function has V's features.
+        unsafe { dispatch::<V>(q, keys, values, out, d, g, isa) }
+    }
+}
+
+/// The attention kernel on NEON (two 128-bit registers per eight lanes).
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use core::arch::aarch64::*;
+
+    use super::GgmlIsa;
+    use super::simd::{Lanes8, dispatch};
+
+    /// Whether [`attend`] may run (always on aarch64, unless
+    /// `MEMKERN_PORTABLE_KERNELS` is set).
+    pub fn available() -> bool {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| std::env::var_os("MEMKERN_PORTABLE_KERNELS").is_none())
+    }
+
+    /// Eight lanes in two NEON registers (lanes 0–3, 4–7).
+    #[derive(Clone, Copy)]
+    struct V(float32x4_t, float32x4_t);
+
+    /// Rounds each lane to f16 and back (`FCVTN`, `FCVTL`: round to nearest
+    /// even under Linux's default FPCR, as `round_f16`).
+    #[inline(always)]
+    fn f16_round4(mut x: float32x4_t) -> float32x4_t {
+        // SAFETY: two base ASIMD instructions on registers only.
+        unsafe {
+            core::arch::asm!(
+                "fcvtn {t:v}.4h, {x:v}.4s",
+                "fcvtl {x:v}.4s, {t:v}.4h",
+                x = inout(vreg) x,
+                t = out(vreg) _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        x
+    }
+
+    impl Lanes8 for V {
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            let v = unsafe { vdupq_n_f32(x) };
+            V(v, v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { V(vld1q_f32(p), vld1q_f32(p.add(4))) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe {
+                vst1q_f32(p, self.0);
+                vst1q_f32(p.add(4), self.1);
+            }
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            unsafe { V(vaddq_f32(self.0, o.0), vaddq_f32(self.1, o.1)) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            unsafe { V(vmulq_f32(self.0, o.0), vmulq_f32(self.1, o.1)) }
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            // vfmaq_f32(c, a, b) = c + a·b, rounded once.
+            unsafe { V(vfmaq_f32(c.0, self.0, b.0), vfmaq_f32(c.1, self.1, b.1)) }
+        }
+        #[inline(always)]
+        unsafe fn f16_round(self) -> Self {
+            V(f16_round4(self.0), f16_round4(self.1))
+        }
+    }
+
+    /// [`dispatch`] compiled for NEON.
+    ///
+    /// # Safety
+    /// `q` and `out` hold `g` rows of `d` values, `keys` and `values` whole
+    /// rows.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn attend(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        out: &mut [f32],
+        d: usize,
+        g: usize,
+        isa: GgmlIsa,
+    ) -> bool {
+        // SAFETY: forwarded; NEON is enabled here.
+        unsafe { dispatch::<V>(q, keys, values, out, d, g, isa) }
     }
 }
 
