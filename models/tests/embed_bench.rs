@@ -50,6 +50,63 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn percentile(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1e3
+}
+
+/// One query and 64-turn batches on one thread and on the default pool,
+/// interleaved so load from other processes hits both alike.
+fn threads_side_by_side(files: &memkern_models::fetch::ModelFiles, q_tokens: usize) {
+    use memkern_models::embed::EmbedderOptions;
+    let one = Embedder::load_with(
+        files,
+        EmbedderOptions {
+            threads: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let many = Embedder::load(files).unwrap();
+    let n = memkern_models::llama::native::Threads::default_count();
+    assert_eq!(one.embed(&[QUERY]).unwrap(), many.embed(&[QUERY]).unwrap());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let t = Instant::now();
+        one.embed(&[QUERY]).unwrap();
+        a.push(t.elapsed());
+        let t = Instant::now();
+        many.embed(&[QUERY]).unwrap();
+        b.push(t.elapsed());
+    }
+    eprintln!(
+        "one query ({q_tokens} tokens), 200 runs: 1 thread p50 {:.2} / p95 {:.2} ms; \
+         {n} threads p50 {:.2} / p95 {:.2} ms",
+        percentile(a.clone(), 0.5),
+        percentile(a, 0.95),
+        percentile(b.clone(), 0.5),
+        percentile(b, 0.95)
+    );
+    let turns = locomo_turns(64);
+    let refs: Vec<&str> = turns.iter().map(String::as_str).collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        one.embed(&refs).unwrap();
+        a.push(t.elapsed());
+        let t = Instant::now();
+        many.embed(&refs).unwrap();
+        b.push(t.elapsed());
+    }
+    let rate = |d: Duration| refs.len() as f64 / d.as_secs_f64();
+    eprintln!(
+        "64 LoCoMo turns, best of 3: 1 thread {:.1} sentences/s; {n} threads {:.1} sentences/s",
+        rate(*a.iter().min().unwrap()),
+        rate(*b.iter().min().unwrap())
+    );
+}
+
 #[test]
 #[ignore = "benchmark: prints timings"]
 fn embedder_speed() {
@@ -76,6 +133,7 @@ fn embedder_speed() {
     eprintln!("load (ONNX cached): {:.2} s", t.elapsed().as_secs_f64());
 
     let q_tokens = e.tokenize(QUERY).unwrap().len();
+    threads_side_by_side(&files, q_tokens);
     let _ = e.embed(&[QUERY]).unwrap();
     let runs: Vec<Duration> = (0..30)
         .map(|_| {

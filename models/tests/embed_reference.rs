@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use memkern_models::embed::{Embedder, MAX_TOKENS, dequantize_i8, quantize_i8};
+use memkern_models::embed::{Embedder, EmbedderOptions, MAX_TOKENS, dequantize_i8, quantize_i8};
 use memkern_models::fetch::{MINILM_L6_V2, ModelCache};
 use serde::Deserialize;
 
@@ -82,6 +82,47 @@ fn batched_equals_one_by_one() {
     eprintln!("max |batched − single|: {max_diff:e}");
     assert!(max_diff <= 1e-5, "{max_diff}");
     assert!(e.embed(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn thread_count_changes_no_bit() {
+    // Threads split the matmuls' output tiles, never a sum: one thread and
+    // a pool of three give the same vectors, alone and batched.
+    let files = ModelCache::from_env()
+        .unwrap()
+        .ensure(&MINILM_L6_V2)
+        .unwrap();
+    let load = |threads| {
+        Embedder::load_with(
+            &files,
+            EmbedderOptions {
+                threads: Some(threads),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (one, three) = (load(1), load(3));
+    let refs = fixture();
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(one.embed(&texts).unwrap(), three.embed(&texts).unwrap());
+    for t in &texts[..4] {
+        assert_eq!(
+            one.embed_one(t).unwrap(),
+            three.embed_one(t).unwrap(),
+            "{t:?}"
+        );
+    }
+    assert!(
+        Embedder::load_with(
+            &files,
+            EmbedderOptions {
+                threads: Some(0),
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! tract.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use memkern_core::cube::{Embedding, Int8Vec};
@@ -10,6 +10,7 @@ use memkern_core::ids::Fingerprint as CoreFingerprint;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 use tracing::info;
+use tract_onnx::prelude::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::{
     Framework, InferenceModelExt, IntoRunnable, Tensor, TypedRunnableModel, tvec,
 };
@@ -20,6 +21,7 @@ use super::onnx_cache::{self, Origin, Source, sha256_file};
 use super::quant::quantize_i8;
 use crate::fetch::ModelFiles;
 use crate::fingerprint::{Fingerprint, update_framed};
+use crate::llama::native::Threads;
 
 /// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers'
 /// `max_seq_length` for all-MiniLM-L6-v2); longer text is truncated.
@@ -42,12 +44,22 @@ pub struct EmbedderOptions {
     /// Most texts per forward pass (at least 1); larger inputs are split,
     /// after sorting by length so each batch pads little.
     pub max_batch: usize,
+    /// Threads the matrix products of one forward pass are spread over:
+    /// `None` = as many as the LLM's native path uses (`MEMKERN_THREADS`,
+    /// else one per CPU); `Some(1)` = the calling thread alone. The pool
+    /// is the embedder's own, so a query is never queued behind an LLM
+    /// prefill running in the LLM's pool.
+    ///
+    /// The split changes which thread computes which output tile, not the
+    /// order of any sum, so a vector is the same whatever the count.
+    pub threads: Option<usize>,
 }
 
 impl Default for EmbedderOptions {
     fn default() -> Self {
         Self {
             max_batch: DEFAULT_MAX_BATCH,
+            threads: None,
         }
     }
 }
@@ -144,6 +156,12 @@ pub struct Embedder {
     vocab: usize,
     options: EmbedderOptions,
     onnx_path: PathBuf,
+    /// The pool the forward pass runs in (`None`: the calling thread).
+    threads: Option<Threads>,
+    /// Held while a forward pass runs in `threads`: tract keeps per-thread
+    /// scratch space that is not re-entrant, and a rayon worker waiting
+    /// inside one pass could otherwise pick up a second caller's pass.
+    pool_busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -201,6 +219,15 @@ impl Embedder {
         let (bytes, onnx_path, origin) = onnx_cache::load_or_export(&paths.dir, &source)?;
         let plan = plan_from_onnx(&bytes)?;
         drop(bytes);
+        let threads = match options.threads.unwrap_or_else(Threads::default_count) {
+            0 => {
+                return Err(EmbedError::Config(
+                    "the embedder needs at least one thread".into(),
+                ));
+            }
+            1 => None,
+            n => Some(Threads::new(n).map_err(|e| EmbedError::Runtime(e.to_string()))?),
+        };
         info!(
             secs = started.elapsed().as_secs_f64(),
             onnx = %onnx_path.display(),
@@ -215,6 +242,8 @@ impl Embedder {
             dim: config.hidden_size,
             options,
             onnx_path,
+            threads,
+            pool_busy: Mutex::new(()),
         })
     }
 
@@ -348,10 +377,21 @@ impl Embedder {
             Tensor::from_shape(&shape, &ids).map_err(|e| EmbedError::runtime("input ids", e))?;
         let mask = Tensor::from_shape(&shape, &mask)
             .map_err(|e| EmbedError::runtime("attention mask", e))?;
-        let outputs = self
-            .plan
-            .run(tvec!(ids.into(), mask.into()))
-            .map_err(|e| EmbedError::runtime("running the model", e))?;
+        let inputs = tvec!(ids.into(), mask.into());
+        // One pass at a time in the pool; a caller that finds it busy runs
+        // its pass on its own thread instead of waiting.
+        let busy = self.pool_busy.try_lock();
+        let outputs = match (&self.threads, busy) {
+            // Inside the pool, so tract's parallel matmuls start from one
+            // of its workers instead of handing over to it and sleeping
+            // on a latch ~40 times per pass.
+            (Some(threads), Ok(_guard)) => threads.run(|| {
+                let executor = Executor::MultiThread(threads.rayon_pool());
+                multithread_tract_scope(executor, || self.plan.run(inputs))
+            }),
+            _ => self.plan.run(inputs),
+        }
+        .map_err(|e| EmbedError::runtime("running the model", e))?;
         let out = outputs
             .first()
             .ok_or_else(|| EmbedError::Runtime("the model has no output".into()))?;

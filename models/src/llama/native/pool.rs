@@ -36,28 +36,37 @@ impl Threads {
             .map_err(|e| LlmError::Backend(format!("starting {n} CPU threads: {e}")))
     }
 
-    /// The process's default pool: `MEMKERN_THREADS` threads if set to a
-    /// positive number, else one per available CPU. Falls back to rayon's
-    /// global pool if threads cannot be started.
+    /// The process's default pool: [`Threads::default_count`] threads.
+    /// Falls back to rayon's global pool if threads cannot be started.
     pub fn shared() -> Option<&'static Self> {
         static SHARED: OnceLock<Option<Threads>> = OnceLock::new();
         SHARED
-            .get_or_init(|| {
-                let n = std::env::var("MEMKERN_THREADS")
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-                    });
-                Self::new(n).ok()
-            })
+            .get_or_init(|| Self::new(Self::default_count()).ok())
             .as_ref()
+    }
+
+    /// `MEMKERN_THREADS` if set to a positive number, else one per
+    /// available CPU: the size of [`Threads::shared`] and of the
+    /// embedder's pool.
+    pub fn default_count() -> usize {
+        std::env::var("MEMKERN_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            })
     }
 
     /// Worker threads in the pool.
     pub fn count(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// The rayon pool itself, for libraries that take one (tract's
+    /// multithreaded matmuls in the embedder).
+    pub fn rayon_pool(&self) -> Arc<rayon::ThreadPool> {
+        Arc::clone(&self.pool)
     }
 
     /// Runs `f` on one of the pool's threads; parallel loops inside it are
