@@ -11,7 +11,7 @@
 //! (length-prefixed), its SHA-256, and a trailer: `0` (unsigned) or `1` +
 //! the 32-byte ed25519 public key + the 64-byte signature of the SHA-256.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use memkern_core::cube::{self, Payload};
@@ -184,6 +184,38 @@ pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option
     Ok((body, signer))
 }
 
+/// The id a copy of cube `id` gets in namespace `ns` when `id` is taken
+/// by another cube of the vault: the same for every import into `ns`, so
+/// a second import finds the copy.
+fn copy_id(id: CubeId, ns: NamespaceId) -> CubeId {
+    let mut h = Sha256::new();
+    h.update(b"memkern pack copy\0");
+    h.update(id.0);
+    h.update(ns.0.to_be_bytes());
+    let d: [u8; 32] = h.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    CubeId(out)
+}
+
+/// The namespace of memory `id` as `txn` sees it, if the memory exists.
+fn memory_namespace(
+    vault: &crate::vault::Vault,
+    txn: &redb::WriteTransaction,
+    id: &CubeId,
+) -> Result<Option<u64>> {
+    let row = txn
+        .open_table(MEMORIES)
+        .and_then(|t| Ok(t.get(cube_key(id))?.map(|v| v.value().to_vec())))
+        .map_err(|e| vault.db_error(e))?;
+    row.map(|r| {
+        decode::<MemoryRow>(&r)
+            .map(|r| r.namespace)
+            .map_err(|e| corrupt("memory", e))
+    })
+    .transpose()
+}
+
 impl Runtime {
     /// Packs namespace `ns` (every memory `who` may export, all versions,
     /// and the snapshots derived from them). Secret memories are skipped.
@@ -270,9 +302,12 @@ impl Runtime {
 
     /// Imports a pack into namespace `ns` (which `who` must be able to
     /// write): every cube is validated, re-owned by the namespace's owner
-    /// and committed in one transaction; memories already present are
-    /// skipped. `trusted` lists accepted signer keys (empty: any, or
-    /// unsigned).
+    /// and committed in one transaction; memories already in `ns` are
+    /// skipped. A memory another namespace of this vault holds (the pack
+    /// was exported here) is stored as a copy with ids of its own, and so
+    /// are the KV blocks derived from it; another namespace's cubes are
+    /// never overwritten. `trusted` lists accepted signer keys (empty:
+    /// any, or unsigned).
     pub fn import(
         &self,
         who: &Principal,
@@ -317,18 +352,45 @@ impl Runtime {
             }
             Ok(c)
         };
+        // A memory whose id another cube of this vault already holds (the
+        // pack was exported on this device, or imported here before into
+        // another cube) is stored under ids derived from the originals and
+        // the target cube: a copy of its own, found again on a re-import.
+        let mut renamed: HashMap<CubeId, CubeId> = HashMap::new();
         for m in &body.memories {
-            let cubes: Vec<cube::OwnedCube> =
+            let mut cubes: Vec<cube::OwnedCube> =
                 m.versions.iter().map(|b| reown(b)).collect::<Result<_>>()?;
             let Some(first) = cubes.first() else { continue };
-            let id = first.meta.id;
-            let exists = txn
-                .open_table(MEMORIES)
-                .and_then(|t| Ok(t.get(cube_key(&id))?.is_some()))
-                .map_err(|e| vault.db_error(e))?;
-            if exists {
-                report.skipped += 1;
-                continue;
+            let mut id = first.meta.id;
+            match memory_namespace(&vault, &txn, &id)? {
+                Some(n) if n == ns.0 => {
+                    report.skipped += 1;
+                    continue;
+                }
+                None => {}
+                Some(_) => {
+                    id = copy_id(id, ns);
+                    match memory_namespace(&vault, &txn, &id)? {
+                        Some(n) if n == ns.0 => {
+                            report.skipped += 1;
+                            continue;
+                        }
+                        None => {}
+                        Some(_) => {
+                            return Err(bad(format!(
+                                "memory {id} is in another cube of this vault"
+                            )));
+                        }
+                    }
+                    for c in &mut cubes {
+                        let new = copy_id(c.meta.id, ns);
+                        renamed.insert(c.meta.id, new);
+                        c.meta.id = new;
+                    }
+                    for c in &mut cubes {
+                        c.meta.previous = c.meta.previous.map(|p| *renamed.get(&p).unwrap_or(&p));
+                    }
+                }
             }
             let mut ids = Vec::new();
             for c in &cubes {
@@ -361,10 +423,22 @@ impl Runtime {
             report.memories += 1;
         }
         for d in &body.derived {
-            let c = reown(d)?;
+            let mut c = reown(d)?;
             if matches!(c.payload, Payload::Parametric(_)) {
                 // Packs from before adapters were left out may hold one:
                 // never applied here (see export), so not stored.
+                continue;
+            }
+            let parents = &mut c.meta.provenance.parents;
+            if parents.iter().any(|p| renamed.contains_key(p)) {
+                for p in parents.iter_mut() {
+                    *p = *renamed.get(p).unwrap_or(p);
+                }
+                c.meta.id = copy_id(c.meta.id, ns);
+            }
+            if vault.contains_in(&txn, &c.meta.id)? {
+                // Already here (a re-import), or another cube's: never
+                // overwritten.
                 continue;
             }
             let bytes = cube::encode_to_vec(&c).map_err(|e| bad(format!("re-encoding: {e}")))?;

@@ -147,3 +147,85 @@ fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
     assert!(!contains(&db, "Pixel"), "no residue of the deleted memory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_pack_carries_kv_blocks_into_another_users_cube_of_the_same_vault() {
+    let dir = temp_dir("pack");
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
+    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let admin = rt.admin();
+    let (caroline, _) = rt.create_user(&admin, "caroline").expect("caroline");
+    let (bob, _) = rt.create_user(&admin, "bob").expect("bob");
+    let c = Principal::user(caroline.id);
+    let b = Principal::user(bob.id);
+    let ns = rt.namespace_named(caroline.id, "default").expect("cube").id;
+    let bob_ns = rt.namespace_named(bob.id, "default").expect("cube").id;
+    for text in [
+        "I adopted a grey cat and named her Pixel.",
+        "I work as a nurse at the hospital in Lisbon.",
+    ] {
+        let req = AddRequest {
+            namespace: ns,
+            text: text.to_owned(),
+            ..AddRequest::default()
+        };
+        rt.add(&c, &req).expect("add");
+    }
+    let rt = Arc::new(rt);
+    let ask = |assistant: &Assistant, who: &Principal| {
+        let mut req = ChatRequest::new("What is the name of my cat?");
+        req.remember = false;
+        assistant.chat(who, &req).expect("chat")
+    };
+    let cold = ask(&Assistant::new(rt.clone(), llm()).expect("assistant"), &c);
+    assert_eq!(cold.promoted, 1, "caroline's memory prefix was saved");
+
+    let (bytes, report) = rt.export(&c, ns, None).expect("export");
+    assert_eq!((report.memories, report.derived), (2, 1));
+    let r = rt.import(&b, bob_ns, &bytes, &[]).expect("import");
+    assert_eq!((r.memories, r.skipped, r.derived), (2, 0, 1));
+    let r = rt.import(&b, bob_ns, &bytes, &[]).expect("again");
+    assert_eq!((r.memories, r.skipped, r.derived), (0, 2, 0));
+
+    // Bob's copy answers from his own memories and restores his own block.
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    let his = ask(&assistant, &b);
+    eprintln!("bob: {his:#?}");
+    assert_eq!(
+        (his.answer.as_str(), his.prompt_tokens),
+        (cold.answer.as_str(), cold.prompt_tokens),
+        "the same memories, so the same prompt and answer as caroline's"
+    );
+    assert!(
+        his.restored_tokens > 0,
+        "bob's copy of the block was restored"
+    );
+    let cat = his
+        .memories
+        .iter()
+        .find(|m| m.used_as == UsedAs::Snapshot && m.text.contains("Pixel"))
+        .expect("the cat, from the block")
+        .id;
+    assert!(
+        rt.get(&b, cat)
+            .expect("bob's memory")
+            .text
+            .contains("Pixel"),
+        "the top memory is the cat"
+    );
+    assert_eq!(rt.get(&b, cat).expect("bob's memory").owner, bob.id);
+    assert!(rt.get(&c, cat).is_err(), "the copy is not caroline's");
+    // Hers is untouched, and survives bob deleting his copy.
+    assert!(ask(&assistant, &c).restored_tokens > 0);
+    assert_eq!(rt.delete(&b, cat).expect("delete").derived, 1);
+    drop(assistant);
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    let hers = ask(&assistant, &c);
+    assert!(hers.restored_tokens > 0, "caroline's block and blob kept");
+    assert_eq!(hers.answer, cold.answer);
+    drop(assistant);
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+}

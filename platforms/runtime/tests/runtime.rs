@@ -585,6 +585,92 @@ fn packs_move_memories_between_vaults_and_refuse_tampering() {
 }
 
 #[test]
+fn a_pack_imports_into_other_cubes_of_the_same_vault() {
+    // The defect: a pack exported here and imported into bob's cube, or
+    // into another cube of alice's, said "already present" and stored
+    // nothing, because the memories existed in alice's default cube.
+    let dir = temp_dir("pack-same");
+    let t = two_users(&dir);
+    let boat = add(&t.rt, &t.a, t.a_ns, "The boat is moored at pier 9.");
+    t.rt.update(&t.a, boat, "The boat is moored at pier 12 now.")
+        .expect("update");
+    add(&t.rt, &t.a, t.a_ns, "Sailing club dues are paid in March.");
+    add(&t.rt, &t.a, t.a_ns, "The spare sail is in the garage loft.");
+    let (bytes, report) = t.rt.export(&t.a, t.a_ns, None).expect("export");
+    assert_eq!(report.memories, 3);
+    let scoped = |q: &str, ns: NamespaceId| {
+        let mut req = SearchRequest::new(q, 10);
+        req.namespaces = Some(vec![ns]);
+        req
+    };
+
+    // Into bob's cube: every memory is bob's own copy, history included.
+    let r = t.rt.import(&t.b, t.b_ns, &bytes, &[]).expect("import");
+    assert_eq!((r.memories, r.skipped), (3, 0));
+    let hits =
+        t.rt.search(&t.b, &SearchRequest::new("boat pier", 10))
+            .expect("search");
+    let copy = &hits[0].memory;
+    assert_eq!(copy.text, "The boat is moored at pier 12 now.");
+    assert_eq!((copy.owner, copy.namespace), (t.b.user, t.b_ns));
+    assert_ne!(copy.id, boat, "a copy of its own");
+    assert_eq!(t.rt.history(&t.b, copy.id).expect("history").len(), 2);
+    assert!(
+        texts(&t.rt, &t.b, "garage loft")
+            .iter()
+            .any(|x| x.contains("spare sail"))
+    );
+    // Again: nothing new.
+    let r = t.rt.import(&t.b, t.b_ns, &bytes, &[]).expect("again");
+    assert_eq!((r.memories, r.skipped), (0, 3));
+
+    // Into another cube of alice's.
+    let travel =
+        t.rt.create_namespace(&t.a, t.a.user, "travel")
+            .expect("travel")
+            .id;
+    let r = t.rt.import(&t.a, travel, &bytes, &[]).expect("import");
+    assert_eq!((r.memories, r.skipped), (3, 0));
+    let hits =
+        t.rt.search(&t.a, &scoped("dues March", travel))
+            .expect("search");
+    assert_eq!(hits[0].memory.text, "Sailing club dues are paid in March.");
+    assert_eq!(hits[0].memory.namespace, travel);
+    let r = t.rt.import(&t.a, travel, &bytes, &[]).expect("again");
+    assert_eq!((r.memories, r.skipped), (0, 3));
+    // Into the cube it came from: all present.
+    let r = t.rt.import(&t.a, t.a_ns, &bytes, &[]).expect("home");
+    assert_eq!((r.memories, r.skipped), (0, 3));
+
+    // The copies are independent: bob deleting his leaves alice's two.
+    t.rt.delete(&t.b, copy.id).expect("bob deletes his copy");
+    let home =
+        t.rt.search(&t.a, &scoped("boat pier", t.a_ns))
+            .expect("search");
+    assert_eq!(home[0].memory.id, boat);
+    assert_eq!(home[0].memory.text, "The boat is moored at pier 12 now.");
+    let away =
+        t.rt.search(&t.a, &scoped("boat pier", travel))
+            .expect("search");
+    assert_eq!(away[0].memory.text, "The boat is moored at pier 12 now.");
+    assert!(
+        texts(&t.rt, &t.b, "boat pier")
+            .iter()
+            .all(|x| !x.contains("boat"))
+    );
+    // And they survive a restart (the index is rebuilt from the rows).
+    let b = t.b;
+    drop(t.rt);
+    let rt = open(&dir);
+    assert!(
+        texts(&rt, &b, "garage loft")
+            .iter()
+            .any(|x| x.contains("spare sail"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn dialogue_neighbours_survive_a_restart() {
     let dir = temp_dir("order");
     let t = two_users(&dir);

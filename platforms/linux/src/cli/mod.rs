@@ -90,7 +90,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Write a cube's memories (all versions) and snapshots to a pack file.
     Export(ExportArgs),
-    /// Import a pack file into a cube.
+    /// Import a pack file into a cube (memories another cube of this vault
+    /// holds are copied into this one; ones it holds already are skipped).
     Import(ImportArgs),
     /// Pack signing keys.
     #[command(subcommand)]

@@ -168,6 +168,18 @@ impl Vault {
         Ok(id)
     }
 
+    /// Whether cube `id` is stored, as `txn` sees it.
+    pub(crate) fn contains_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        id: &CubeId,
+    ) -> Result<bool, VaultError> {
+        let err = self.db_err();
+        let t = txn.open_table(CUBES).map_err(|e| err(e.into()))?;
+        let found = t.get(key(id)).map_err(|e| err(e.into()))?.is_some();
+        Ok(found)
+    }
+
     /// The database, for layers that keep their own tables beside the
     /// cubes and commit them in the same transactions.
     pub(crate) fn database(&self) -> &Database {
