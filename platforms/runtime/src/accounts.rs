@@ -111,12 +111,19 @@ impl NamespaceRow {
             SourceKind::Document,
         );
         meta.access = self.access();
+        if self.mount.is_some() {
+            meta.lifecycle = memkern_core::lifecycle::LifecycleState::Frozen;
+        }
         meta
     }
 
     /// The namespace's sharing as a core access policy.
     pub(crate) fn access(&self) -> AccessPolicy {
         let mut access = AccessPolicy::default();
+        if self.mount.as_ref().is_some_and(|m| m.global) {
+            access.visibility = Visibility::Public;
+            return access;
+        }
         if !self.readers.is_empty() || !self.writers.is_empty() {
             access.visibility = Visibility::Shared;
         }
@@ -174,6 +181,7 @@ impl Runtime {
                 name: "default".to_owned(),
                 readers: Vec::new(),
                 writers: Vec::new(),
+                mount: None,
             };
             txn.open_table(NAMESPACES)?
                 .insert(ns, encode(&row).unwrap_or_default().as_slice())?;
@@ -320,6 +328,7 @@ impl Runtime {
             name: name.to_owned(),
             readers: Vec::new(),
             writers: Vec::new(),
+            mount: None,
         };
         let id = self.write(true, |txn| {
             let id = next(txn, "namespace", 1)?;
@@ -338,7 +347,10 @@ impl Runtime {
     pub(crate) fn namespace_rows(&self) -> Result<Vec<(u64, NamespaceRow)>> {
         let mut out = Vec::new();
         self.scan(NAMESPACES, None, |id, bytes| {
-            out.push((id, decode(bytes).map_err(|e| corrupt("cube", e))?));
+            out.push((
+                id,
+                NamespaceRow::decode(bytes).map_err(|e| corrupt("cube", e))?,
+            ));
             Ok(true)
         })?;
         Ok(out)
@@ -349,7 +361,7 @@ impl Runtime {
         let mut row = None;
         self.scan(NAMESPACES, Some(id.0), |k, bytes| {
             if k == id.0 {
-                row = Some(decode(bytes).map_err(|e| corrupt("cube", e))?);
+                row = Some(NamespaceRow::decode(bytes).map_err(|e| corrupt("cube", e))?);
             }
             Ok(false)
         })?;

@@ -134,6 +134,19 @@ impl Runtime {
         RuntimeError::Denied(why)
     }
 
+    /// Logs a refused write to an installed module's memories and returns
+    /// the error that names the module.
+    pub(crate) fn refuse_module_write(
+        &self,
+        actor: &Principal,
+        action: &str,
+        target: Option<CubeId>,
+        mount: &crate::tables::Mount,
+    ) -> RuntimeError {
+        let _ = self.deny(actor, action, target, DenyReason::Frozen);
+        RuntimeError::ReadOnly(mount.module.clone())
+    }
+
     /// The audit log from sequence number `from`, at most `limit` entries
     /// (administrator only).
     pub fn audit_log(&self, who: &Principal, from: u64, limit: usize) -> Result<Vec<AuditEntry>> {

@@ -42,6 +42,7 @@ pub mod dedup;
 mod index;
 pub mod input;
 pub mod memories;
+pub mod modules;
 pub mod pack;
 pub mod parametric;
 pub mod redact;
@@ -116,6 +117,12 @@ pub enum RuntimeError {
     /// The redaction configuration is invalid.
     #[error(transparent)]
     Redact(#[from] redact::RedactError),
+    /// The memory or cube belongs to an installed module, which nobody
+    /// writes to (it changes only by `modules update` or `remove`).
+    #[error(
+        "read-only: it belongs to module {0} (change it with `memkern modules update` or `remove`)"
+    )]
+    ReadOnly(String),
 }
 
 impl RuntimeError {
@@ -123,7 +130,7 @@ impl RuntimeError {
     pub fn status(&self) -> u16 {
         match self {
             RuntimeError::NotFound { .. } => 404,
-            RuntimeError::Denied(_) => 403,
+            RuntimeError::Denied(_) | RuntimeError::ReadOnly(_) => 403,
             RuntimeError::Invalid(_) | RuntimeError::Version(_) => 400,
             RuntimeError::Exists(_) => 409,
             RuntimeError::BadKey => 401,

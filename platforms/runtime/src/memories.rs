@@ -156,6 +156,12 @@ pub struct MemoryView {
     pub hits: u32,
     /// Lifecycle state.
     pub lifecycle: LifecycleState,
+    /// Where the text came from (a module's file and section), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The installed module it belongs to (read-only), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// A search.
@@ -233,7 +239,7 @@ pub(crate) fn text_key(ns: NamespaceId, text: &str) -> Vec<u8> {
     k
 }
 
-fn view(memory: MemoryId, cube: &OwnedCube) -> MemoryView {
+fn view(memory: MemoryId, cube: &OwnedCube, ns: &NamespaceRow) -> MemoryView {
     let m = &cube.meta;
     MemoryView {
         id: memory,
@@ -251,6 +257,8 @@ fn view(memory: MemoryId, cube: &OwnedCube) -> MemoryView {
         expires_at: m.expires_at,
         hits: m.usage.hits,
         lifecycle: m.lifecycle,
+        source: m.provenance.source_ref.clone(),
+        module: ns.mount.as_ref().map(|m| m.module.clone()),
     }
 }
 
@@ -296,6 +304,9 @@ impl Loaded {
     pub(crate) fn policy(&self) -> Metadata<String> {
         let mut m = self.head.meta.clone();
         m.access = self.ns.access();
+        if self.ns.mount.is_some() {
+            m.lifecycle = LifecycleState::Frozen;
+        }
         m
     }
 }
@@ -378,10 +389,17 @@ impl Runtime {
         };
         let policy = m.policy();
         let now = now();
+        let readable = governance::check(who, &policy, Operation::Read, now).is_allowed();
+        if let Some(mount) = m.ns.mount.as_ref().filter(|_| op != Operation::Read) {
+            return Err(if readable {
+                self.refuse_module_write(who, action, Some(id.0), mount)
+            } else {
+                not_found()
+            });
+        }
         if let Err(why) = governance::check(who, &policy, op, now).into_result() {
-            let visible = governance::check(who, &policy, Operation::Read, now).is_allowed();
             let err = self.deny(who, action, Some(id.0), why);
-            return Err(if visible { err } else { not_found() });
+            return Err(if readable { err } else { not_found() });
         }
         Ok(m)
     }
@@ -406,6 +424,18 @@ impl Runtime {
         let row = self.namespace_row(ns)?;
         let meta = row.policy_meta(ns.0);
         let now = now();
+        if let Some(mount) = row.mount.as_ref().filter(|_| op != Operation::Read) {
+            return Err(
+                if governance::check(who, &meta, Operation::Read, now).is_allowed() {
+                    self.refuse_module_write(who, action, None, mount)
+                } else {
+                    RuntimeError::NotFound {
+                        what: "cube",
+                        id: ns.to_string(),
+                    }
+                },
+            );
+        }
         if let Err(why) = governance::check(who, &meta, op, now).into_result() {
             let visible = governance::check(who, &meta, Operation::Read, now).is_allowed();
             let err = self.deny(who, action, None, why);
@@ -691,7 +721,7 @@ impl Runtime {
     pub fn get(&self, who: &Principal, id: MemoryId) -> Result<MemoryView> {
         let m = self.authorise(who, id, Operation::Read, "get")?;
         self.log(&[Event::ok(who, "get", Some(id.0))])?;
-        Ok(view(id, &m.head))
+        Ok(view(id, &m.head, &m.ns))
     }
 
     /// Replaces memory `id`'s text with a new version (the old one stays
@@ -777,7 +807,7 @@ impl Runtime {
             true,
             &[Event::ok(who, action, Some(m.id.0)).with(detail)],
         )?;
-        Ok(view(m.id, &cube))
+        Ok(view(m.id, &cube, &m.ns))
     }
 
     /// Every version of memory `id`, oldest first.
@@ -790,7 +820,7 @@ impl Runtime {
                 .get(&CubeId(*v))?
                 .ok_or_else(|| corrupt("memory", format!("version {} missing", CubeId(*v))))?;
             let c = cube::decode_owned(&bytes).map_err(|e| corrupt("memory cube", e))?;
-            out.push(view(id, &c));
+            out.push(view(id, &c, &m.ns));
         }
         drop(vault);
         self.log(&[Event::ok(who, "history", Some(id.0))])?;
@@ -888,7 +918,7 @@ impl Runtime {
             if m.row.namespace == ns.0
                 && governance::check(who, &m.policy(), Operation::Read, now).is_allowed()
             {
-                out.push(view(id, &m.head));
+                out.push(view(id, &m.head, &m.ns));
             }
         }
         self.log(&[Event::ok(who, "list", None).with(format!("cube {ns}: {}", out.len()))])?;
@@ -905,7 +935,11 @@ impl Runtime {
         Ok(out)
     }
 
-    fn delete_loaded(&self, memories: &[Loaded], events: &[Event<'_>]) -> Result<DeleteReport> {
+    pub(crate) fn delete_loaded(
+        &self,
+        memories: &[Loaded],
+        events: &[Event<'_>],
+    ) -> Result<DeleteReport> {
         let versions: HashSet<CubeId> = memories
             .iter()
             .flat_map(|m| m.row.versions.iter().map(|v| CubeId(*v)))
@@ -960,7 +994,7 @@ impl Runtime {
     }
 
     /// Rewrites the database without freed pages (see [`crate::vault::Vault::vacuum`]).
-    fn vacuum(&self) -> Result<()> {
+    pub(crate) fn vacuum(&self) -> Result<()> {
         Ok(self.vault_mut().vacuum(copy_all)?)
     }
 
@@ -1040,7 +1074,7 @@ impl Runtime {
             // sharing), not only the namespace filter above.
             if governance::check(who, &m.policy(), Operation::Read, now).is_allowed() {
                 let hit = SearchHit {
-                    memory: view(id, &m.head),
+                    memory: view(id, &m.head, &m.ns),
                     score,
                 };
                 // A stored question repeats the next question word for

@@ -93,7 +93,7 @@ pub fn generate_key(path: &std::path::Path) -> Result<String> {
     Ok(hex(key.verifying_key().as_bytes()))
 }
 
-fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+pub(crate) fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
     let s = s.trim();
     let mut out = [0u8; N];
     if s.len() != 2 * N || !s.is_ascii() {
@@ -116,14 +116,15 @@ pub fn load_key(path: &std::path::Path) -> Result<SigningKey> {
     )?))
 }
 
-/// Encodes a pack file.
-pub fn encode_pack(body: &PackBody, key: Option<&SigningKey>) -> Result<Vec<u8>> {
-    let b = encode(body).map_err(|e| bad(format!("encoding: {e}")))?;
-    let digest: [u8; 32] = Sha256::digest(&b).into();
-    let mut out = Vec::with_capacity(b.len() + 128);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(&b);
+/// Frames `body` as a signed container: `magic`, the body's length (u64
+/// LE), the body, its SHA-256, and the trailer (`0`, or `1` + public key +
+/// signature of the SHA-256). Packs and modules share it.
+pub(crate) fn seal(magic: &[u8; 8], body: &[u8], key: Option<&SigningKey>) -> Vec<u8> {
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
     out.extend_from_slice(&digest);
     match key {
         Some(k) => {
@@ -133,18 +134,24 @@ pub fn encode_pack(body: &PackBody, key: Option<&SigningKey>) -> Result<Vec<u8>>
         }
         None => out.push(0),
     }
-    Ok(out)
+    out
 }
 
-/// Decodes and verifies a pack file: structure, checksum, signature, and
-/// (when `trusted` is not empty) that the signer is one of `trusted`.
-pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option<String>)> {
+/// Checks a [`seal`]ed container (structure, checksum, signature) and
+/// returns its body and the signer's public key (hex), if signed. Errors
+/// name `what` ("pack", "module").
+pub(crate) fn unseal<'a>(
+    magic: &[u8; 8],
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<(&'a [u8], Option<String>)> {
+    let bad = |msg: &str| RuntimeError::Invalid(format!("{what}: {msg}"));
     if bytes.len() > MAX_PACK_BYTES {
-        return Err(bad(format!("larger than {MAX_PACK_BYTES} bytes")));
+        return Err(bad(&format!("larger than {MAX_PACK_BYTES} bytes")));
     }
     let rest = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| bad("not a memkern pack (bad magic)"))?;
+        .strip_prefix(magic.as_slice())
+        .ok_or_else(|| bad(&format!("not a memkern {what} (bad magic)")))?;
     let (len, rest) = rest
         .split_first_chunk::<8>()
         .ok_or_else(|| bad("truncated header"))?;
@@ -173,6 +180,19 @@ pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option
         }
         _ => return Err(bad("malformed trailer")),
     };
+    Ok((body, signer))
+}
+
+/// Encodes a pack file.
+pub fn encode_pack(body: &PackBody, key: Option<&SigningKey>) -> Result<Vec<u8>> {
+    let b = encode(body).map_err(|e| bad(format!("encoding: {e}")))?;
+    Ok(seal(MAGIC, &b, key))
+}
+
+/// Decodes and verifies a pack file: structure, checksum, signature, and
+/// (when `trusted` is not empty) that the signer is one of `trusted`.
+pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option<String>)> {
+    let (body, signer) = unseal(MAGIC, bytes, "pack")?;
     if !trusted.is_empty()
         && !signer
             .as_ref()
@@ -187,7 +207,7 @@ pub fn decode_pack(bytes: &[u8], trusted: &[String]) -> Result<(PackBody, Option
 /// The id a copy of cube `id` gets in namespace `ns` when `id` is taken
 /// by another cube of the vault: the same for every import into `ns`, so
 /// a second import finds the copy.
-fn copy_id(id: CubeId, ns: NamespaceId) -> CubeId {
+pub(crate) fn copy_id(id: CubeId, ns: NamespaceId) -> CubeId {
     let mut h = Sha256::new();
     h.update(b"memkern pack copy\0");
     h.update(id.0);
@@ -333,97 +353,26 @@ impl Runtime {
                 report.blob_bytes += b.len() as u64;
             }
         }
-        let mut heads = Vec::new();
         let vault = self.vault();
         let txn = vault
             .database()
             .begin_write()
             .map_err(|e| vault.db_error(e))?;
-        let reown = |bytes: &[u8]| -> Result<cube::OwnedCube> {
-            let mut c = cube::decode_owned(bytes).map_err(|e| bad(format!("invalid cube: {e}")))?;
-            c.meta.owner = memkern_core::ids::UserId(target.owner);
-            c.meta.namespace = ns;
-            // A pack from elsewhere passes the same redaction as an add.
-            if let Payload::Plaintext(p) = &mut c.payload {
-                let r = self.redactor.redact(&p.text);
-                if !r.found.is_empty() {
-                    p.text = r.text.into_owned();
-                }
-            }
-            Ok(c)
-        };
-        // A memory whose id another cube of this vault already holds (the
-        // pack was exported on this device, or imported here before into
-        // another cube) is stored under ids derived from the originals and
-        // the target cube: a copy of its own, found again on a re-import.
-        let mut renamed: HashMap<CubeId, CubeId> = HashMap::new();
-        for m in &body.memories {
-            let mut cubes: Vec<cube::OwnedCube> =
-                m.versions.iter().map(|b| reown(b)).collect::<Result<_>>()?;
-            let Some(first) = cubes.first() else { continue };
-            let mut id = first.meta.id;
-            match memory_namespace(&vault, &txn, &id)? {
-                Some(n) if n == ns.0 => {
-                    report.skipped += 1;
-                    continue;
-                }
-                None => {}
-                Some(_) => {
-                    id = copy_id(id, ns);
-                    match memory_namespace(&vault, &txn, &id)? {
-                        Some(n) if n == ns.0 => {
-                            report.skipped += 1;
-                            continue;
-                        }
-                        None => {}
-                        Some(_) => {
-                            return Err(bad(format!(
-                                "memory {id} is in another cube of this vault"
-                            )));
-                        }
-                    }
-                    for c in &mut cubes {
-                        let new = copy_id(c.meta.id, ns);
-                        renamed.insert(c.meta.id, new);
-                        c.meta.id = new;
-                    }
-                    for c in &mut cubes {
-                        c.meta.previous = c.meta.previous.map(|p| *renamed.get(&p).unwrap_or(&p));
-                    }
-                }
-            }
-            let mut ids = Vec::new();
-            for c in &cubes {
-                let bytes = cube::encode_to_vec(c).map_err(|e| bad(format!("re-encoding: {e}")))?;
-                vault.put_in(&txn, &bytes)?;
-                ids.push(c.meta.id.0);
-            }
-            let Some(head) = cubes.last() else { continue };
-            let text = match &head.payload {
-                Payload::Plaintext(p) => p.text.as_str(),
-                _ => "",
-            };
-            let row = MemoryRow {
-                seq: next(&txn, "memory", 1).map_err(|e| vault.db_error(e))?,
-                namespace: ns.0,
-                versions: ids,
-                text_key: super::memories::text_key(ns, text),
-            };
-            (|| {
-                txn.open_table(MEMORIES)?
-                    .insert(cube_key(&id), encode(&row).unwrap_or_default().as_slice())?;
-                let mut hashes = txn.open_table(TEXT_HASHES)?;
-                if hashes.get(row.text_key.as_slice())?.is_none() {
-                    hashes.insert(row.text_key.as_slice(), cube_key(&id))?;
-                }
-                Ok::<_, redb::Error>(())
-            })()
-            .map_err(|e| vault.db_error(e))?;
-            heads.push((id, head.clone()));
-            report.memories += 1;
-        }
+        let owner = memkern_core::ids::UserId(target.owner);
+        let memories = body
+            .memories
+            .iter()
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .map(|b| self.reowned(b, owner, ns))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (heads, renamed) =
+            self.store_memories(&vault, &txn, ns, memories, Ids::CopyIfTaken, &mut report)?;
         for d in &body.derived {
-            let mut c = reown(d)?;
+            let mut c = self.reowned(d, owner, ns)?;
             if matches!(c.payload, Payload::Parametric(_)) {
                 // Packs from before adapters were left out may hold one:
                 // never applied here (see export), so not stored.
@@ -460,4 +409,135 @@ impl Runtime {
         }
         Ok(report)
     }
+
+    /// Decodes a cube from a pack or module for namespace `ns` of `owner`,
+    /// passing its text through the same redaction as an add.
+    pub(crate) fn reowned(
+        &self,
+        bytes: &[u8],
+        owner: memkern_core::ids::UserId,
+        ns: NamespaceId,
+    ) -> Result<cube::OwnedCube> {
+        let c = cube::decode_owned(bytes).map_err(|e| bad(format!("invalid cube: {e}")))?;
+        Ok(self.reown_cube(c, owner, ns))
+    }
+
+    /// `c` moved into namespace `ns` of `owner`, its text redacted.
+    pub(crate) fn reown_cube(
+        &self,
+        mut c: cube::OwnedCube,
+        owner: memkern_core::ids::UserId,
+        ns: NamespaceId,
+    ) -> cube::OwnedCube {
+        c.meta.owner = owner;
+        c.meta.namespace = ns;
+        if let Payload::Plaintext(p) = &mut c.payload {
+            let r = self.redactor.redact(&p.text);
+            if !r.found.is_empty() {
+                p.text = r.text.into_owned();
+            }
+        }
+        c
+    }
+
+    /// Stores `memories` (each its versions, oldest first, already
+    /// re-owned) in namespace `ns` within `txn`; counts stored and skipped
+    /// ones in `report`. Returns the memory ids and heads to index, and
+    /// the cube ids given new identities (old → new).
+    pub(crate) fn store_memories(
+        &self,
+        vault: &crate::vault::Vault,
+        txn: &redb::WriteTransaction,
+        ns: NamespaceId,
+        memories: Vec<Vec<cube::OwnedCube>>,
+        ids: Ids,
+        report: &mut PackReport,
+    ) -> Result<StoredMemories> {
+        let mut heads = Vec::new();
+        let mut renamed: HashMap<CubeId, CubeId> = HashMap::new();
+        for mut cubes in memories {
+            let Some(first) = cubes.first() else { continue };
+            let mut id = first.meta.id;
+            let copy = match ids {
+                Ids::Copy => true,
+                Ids::CopyIfTaken => match memory_namespace(vault, txn, &id)? {
+                    Some(n) if n == ns.0 => {
+                        report.skipped += 1;
+                        continue;
+                    }
+                    None => false,
+                    Some(_) => true,
+                },
+            };
+            if copy {
+                // A memory whose id another cube of this vault holds (the
+                // pack was exported here, or imported into another cube
+                // before) gets ids derived from the originals and the
+                // target cube: a copy of its own, found on a re-import.
+                id = copy_id(id, ns);
+                match memory_namespace(vault, txn, &id)? {
+                    Some(n) if n == ns.0 => {
+                        report.skipped += 1;
+                        continue;
+                    }
+                    None => {}
+                    Some(_) => {
+                        return Err(bad(format!("memory {id} is in another cube of this vault")));
+                    }
+                }
+                for c in &mut cubes {
+                    let new = copy_id(c.meta.id, ns);
+                    renamed.insert(c.meta.id, new);
+                    c.meta.id = new;
+                }
+                for c in &mut cubes {
+                    c.meta.previous = c.meta.previous.map(|p| *renamed.get(&p).unwrap_or(&p));
+                }
+            }
+            let mut versions = Vec::new();
+            for c in &cubes {
+                let bytes = cube::encode_to_vec(c).map_err(|e| bad(format!("re-encoding: {e}")))?;
+                vault.put_in(txn, &bytes)?;
+                versions.push(c.meta.id.0);
+            }
+            let Some(head) = cubes.pop() else { continue };
+            let text = match &head.payload {
+                Payload::Plaintext(p) => p.text.as_str(),
+                _ => "",
+            };
+            let row = MemoryRow {
+                seq: next(txn, "memory", 1).map_err(|e| vault.db_error(e))?,
+                namespace: ns.0,
+                versions,
+                text_key: super::memories::text_key(ns, text),
+            };
+            (|| {
+                txn.open_table(MEMORIES)?
+                    .insert(cube_key(&id), encode(&row).unwrap_or_default().as_slice())?;
+                let mut hashes = txn.open_table(TEXT_HASHES)?;
+                if hashes.get(row.text_key.as_slice())?.is_none() {
+                    hashes.insert(row.text_key.as_slice(), cube_key(&id))?;
+                }
+                Ok::<_, redb::Error>(())
+            })()
+            .map_err(|e| vault.db_error(e))?;
+            heads.push((id, head));
+            report.memories += 1;
+        }
+        Ok((heads, renamed))
+    }
+}
+
+/// What [`Runtime::store_memories`] returns: the (memory id, head) pairs
+/// to index and the renamed cube ids.
+pub(crate) type StoredMemories = (Vec<(CubeId, cube::OwnedCube)>, HashMap<CubeId, CubeId>);
+
+/// Which ids stored memories get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ids {
+    /// Their own, unless another namespace holds them (then a copy's).
+    CopyIfTaken,
+    /// Always a copy's, derived from the target namespace (modules: one
+    /// file installed in several namespaces over its versions).
+    Copy,
 }

@@ -28,6 +28,10 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 pub(crate) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 /// Counter name → next value (user ids, namespace ids, audit sequence).
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Module id → [`ModuleRow`] (installed modules).
+pub(crate) const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+/// Publisher public key (lowercase hex) → the name it was trusted under.
+pub(crate) const PUBLISHERS: TableDefinition<&str, &str> = TableDefinition::new("publishers");
 /// Per user: their parametric adapter and the memories it covers.
 pub(crate) const ADAPTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("adapters");
 
@@ -47,6 +51,64 @@ pub(crate) struct NamespaceRow {
     pub name: String,
     pub readers: Vec<u64>,
     pub writers: Vec<u64>,
+    /// `Some` for an installed module's memories: read-only for everyone.
+    pub mount: Option<Mount>,
+}
+
+/// The namespace layout before modules (no `mount`), still on disk in
+/// vaults written by earlier builds.
+#[derive(Deserialize)]
+struct NamespaceRowV1 {
+    owner: u64,
+    name: String,
+    readers: Vec<u64>,
+    writers: Vec<u64>,
+}
+
+impl NamespaceRow {
+    /// Decodes a row of either layout (postcard has no optional trailing
+    /// fields, so the old one is tried when the new one runs short).
+    pub fn decode(bytes: &[u8]) -> Result<NamespaceRow, postcard::Error> {
+        match postcard::from_bytes::<NamespaceRow>(bytes) {
+            Ok(r) => Ok(r),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => {
+                let v1: NamespaceRowV1 = postcard::from_bytes(bytes)?;
+                Ok(NamespaceRow {
+                    owner: v1.owner,
+                    name: v1.name,
+                    readers: v1.readers,
+                    writers: v1.writers,
+                    mount: None,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Which module a namespace holds, and for whom it is mounted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mount {
+    /// The module's id.
+    pub module: String,
+    /// Readable by every user (`--global`); otherwise by the namespace's
+    /// readers.
+    pub global: bool,
+}
+
+/// An installed module: its manifest and where its memories are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ModuleRow {
+    /// The manifest, as signed.
+    pub manifest: crate::modules::Manifest,
+    /// The namespace holding its memories.
+    pub namespace: u64,
+    /// SHA-256 of the module file installed.
+    pub sha256: [u8; 32],
+    /// When it was installed (ms since the epoch).
+    pub installed_ms: i64,
+    /// Memories it holds.
+    pub memories: u64,
 }
 
 /// One memory: every version's cube id, oldest first (the last is the head).
@@ -157,5 +219,45 @@ pub(crate) fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<
     copy_table(src, dst, COUNTERS)?;
     copy_table(src, dst, STATS)?;
     copy_table(src, dst, ADAPTERS)?;
+    copy_table(src, dst, MODULES)?;
+    copy_table(src, dst, PUBLISHERS)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rows_of_earlier_builds_still_decode() {
+        #[derive(Serialize)]
+        struct V1 {
+            owner: u64,
+            name: String,
+            readers: Vec<u64>,
+            writers: Vec<u64>,
+        }
+        let old = encode(&V1 {
+            owner: 7,
+            name: "default".to_owned(),
+            readers: vec![3],
+            writers: Vec::new(),
+        })
+        .expect("encode");
+        let row = NamespaceRow::decode(&old).expect("an old row decodes");
+        assert_eq!((row.owner, row.readers, row.mount), (7, vec![3], None));
+        let new = NamespaceRow {
+            owner: 1,
+            name: "module:x".to_owned(),
+            readers: Vec::new(),
+            writers: Vec::new(),
+            mount: Some(Mount {
+                module: "x".to_owned(),
+                global: true,
+            }),
+        };
+        let bytes = encode(&new).expect("encode");
+        assert_eq!(NamespaceRow::decode(&bytes).expect("decode"), new);
+        assert!(NamespaceRow::decode(&bytes[..3]).is_err());
+    }
 }
