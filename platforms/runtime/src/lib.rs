@@ -207,7 +207,7 @@ pub const ADMIN: UserId = UserId(1);
 
 impl Runtime {
     /// Opens the runtime in `dir` (created if needed): repairs crash
-    /// leftovers, creates the local admin on first use, deletes expired
+    /// leftovers (a module update or removal cut short included), creates the local admin on first use, deletes expired
     /// memories and rebuilds the search index.
     ///
     /// Without an embedder, search is keyword + time only and dedup is by
@@ -235,6 +235,11 @@ impl Runtime {
             anchors: Mutex::new(None),
         };
         rt.ensure_admin()?;
+        // A module update or removal cut short leaves the old namespace
+        // mounted but unreferenced: finish it before anything reads it.
+        if rt.sweep_module_orphans()? > 0 {
+            rt.vacuum()?;
+        }
         let memories = rt.rebuild_index()?;
         let expired = rt.sweep_expired()?;
         Ok((

@@ -100,7 +100,7 @@ pub(crate) struct Mount {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ModuleRow {
     /// The manifest, as signed.
-    pub manifest: crate::modules::Manifest,
+    pub manifest: crate::modules::manifest::Manifest,
     /// The namespace holding its memories.
     pub namespace: u64,
     /// SHA-256 of the module file installed.

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod memory;
+mod modules;
 pub use memory::*;
+pub use modules::*;
 
 /// memkern: a memory runtime for on-device LLM assistants.
 #[derive(Parser, Debug)]
@@ -24,7 +26,7 @@ pub use memory::*;
                   While `memkern serve` runs on a data directory, the memory \
                   commands (user, cube, add, ingest, get, search, update, \
                   history, rollback, delete, expire, audit, chat, stats, \
-                  export, import) go through it, over the socket serve.sock \
+                  export, import, modules except build) go through it, over the socket serve.sock \
                   in that directory; the others need the vault to themselves."
 )]
 pub struct Cli {
@@ -96,6 +98,12 @@ pub enum Command {
     /// Pack signing keys.
     #[command(subcommand)]
     Pack(PackCommand),
+    /// Memory modules: build and sign (publisher); trust, install, list,
+    /// remove (device).
+    Modules(ModulesArgs),
+    /// Signing keys for packs and modules: make one, show its public key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The tour: ingest a LoCoMo conversation as a user's memories,
     /// restart, answer questions cold and warm.
     Demo(DemoArgs),

@@ -19,7 +19,7 @@ use crate::cli::{
 };
 
 /// Prints one result: pretty JSON with `--json`, else its text form.
-fn print<T: Serialize>(
+pub(super) fn print<T: Serialize>(
     out: &mut dyn Write,
     json: bool,
     value: &T,
@@ -46,11 +46,16 @@ fn memory_line(m: &MemoryView) -> String {
     } else {
         format!(" [{}]", m.tags.join(", "))
     };
+    let cube = match (&m.module, &m.source) {
+        (Some(module), Some(source)) => format!("module {module} ({source})"),
+        (Some(module), None) => format!("module {module}"),
+        (None, _) => format!("cube {}", m.namespace),
+    };
     format!(
-        "{}  v{}  cube {}  {}{}\n  {}",
+        "{}  v{}  {}  {}{}\n  {}",
         m.id,
         m.version,
-        m.namespace,
+        cube,
         time_text(m.time),
         tags,
         m.text

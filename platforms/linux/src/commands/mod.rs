@@ -15,6 +15,7 @@ mod eval;
 mod generate;
 mod llm;
 mod memory;
+mod modules;
 mod serve;
 mod snapshot;
 mod vault;
@@ -42,6 +43,11 @@ pub fn run(command: Command) -> Result<()> {
         Command::Mcp(args) => serve::mcp(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Demo(args) => chat::demo(&args),
+        Command::Keys(c) => modules::keys(&c),
+        Command::Modules(crate::cli::ModulesArgs {
+            command: crate::cli::ModulesCommand::Build(args),
+            vault,
+        }) => modules::build(&args, vault.no_embed, vault.json),
         // Vault commands: through a running serve, or on the vault here.
         ref c @ (Command::User(_)
         | Command::Cube(_)
@@ -58,7 +64,8 @@ pub fn run(command: Command) -> Result<()> {
         | Command::Chat(_)
         | Command::Stats(_)
         | Command::Export(_)
-        | Command::Import(_)) => vault::run(c),
+        | Command::Import(_)
+        | Command::Modules(_)) => vault::run(c),
         Command::Pack(crate::cli::PackCommand::Keygen { file }) => {
             let public = memkern_runtime::pack::generate_key(&file)?;
             println!("public key: {public}");

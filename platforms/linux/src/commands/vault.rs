@@ -13,8 +13,8 @@ use clap::Parser;
 use memkern_runtime::{Assistant, Runtime};
 
 use super::ctx::{Ctx, data_dir, open, principal};
-use super::{chat, memory};
-use crate::cli::{Cli, Command, VaultArgs};
+use super::{chat, memory, modules};
+use crate::cli::{Cli, Command, ModulesArgs, ModulesCommand, VaultArgs};
 use crate::control::{self, Session};
 
 /// The vault arguments of a command that runs through serve when one is
@@ -36,6 +36,7 @@ fn vault_args(command: &Command) -> Option<&VaultArgs> {
         Command::Stats(a) => &a.vault,
         Command::Export(a) => &a.vault,
         Command::Import(a) => &a.vault,
+        Command::Modules(a) if !matches!(a.command, ModulesCommand::Build(_)) => &a.vault,
         _ => return None,
     })
 }
@@ -59,6 +60,7 @@ fn execute(command: &Command, cx: &mut Ctx<'_>) -> Result<()> {
         Command::Stats(a) => chat::stats(a, cx),
         Command::Export(a) => memory::export(a, cx),
         Command::Import(a) => memory::import(a, cx),
+        Command::Modules(a) => modules::run(a, cx),
         _ => bail!("this command does not run through a running memkern serve"),
     }
 }
@@ -158,6 +160,10 @@ fn rebase(command: &mut Command, cwd: &Path) {
         Command::Ingest(a) => join(&mut a.file),
         Command::Export(a) => join(&mut a.out),
         Command::Import(a) => join(&mut a.file),
+        Command::Modules(ModulesArgs {
+            command: ModulesCommand::Install(a),
+            ..
+        }) => join(&mut a.file),
         _ => {}
     }
 }

@@ -1,0 +1,136 @@
+//! Arguments of `memkern modules …` and `memkern keys …`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::VaultArgs;
+
+/// Arguments of `memkern modules`.
+#[derive(Args, Debug)]
+pub struct ModulesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ModulesCommand,
+    /// The vault.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// `memkern modules …`: knowledge packaged by a publisher, installed
+/// read-only.
+#[derive(Subcommand, Debug)]
+pub enum ModulesCommand {
+    /// Publisher: build and sign a module from a directory of .md/.txt
+    /// files (chunked by section) or a JSON list of texts; the same inputs
+    /// give the same file.
+    Build(Box<BuildArgs>),
+    /// Trust modules signed by this publisher key (administrator).
+    Trust {
+        /// The publisher's public key (64 hex digits, from `memkern keys`).
+        key: String,
+        /// A name to remember the publisher by.
+        #[arg(long, default_value = "publisher")]
+        name: String,
+    },
+    /// Stop trusting a publisher key (installed modules stay).
+    Distrust {
+        /// The publisher's public key.
+        key: String,
+    },
+    /// List the trusted publisher keys.
+    Publishers,
+    /// Install a module file (a newer version updates it) for users or
+    /// for everyone; verified and trusted before anything is stored.
+    Install(InstallArgs),
+    /// List the installed modules the acting user can see.
+    List,
+    /// Show one installed module's manifest and mount.
+    Info {
+        /// The module's id.
+        id: String,
+    },
+    /// Remove a module from the device (administrator), or unmount it for
+    /// yourself (`--as USER`); no residue is left in the vault.
+    Remove {
+        /// The module's id.
+        id: String,
+    },
+}
+
+/// Arguments of `memkern modules build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// A directory: every .md and .txt file under it, one memory per
+    /// section chunk.
+    #[arg(
+        long = "from-dir",
+        value_name = "DIR",
+        conflicts_with = "from_json",
+        required_unless_present = "from_json"
+    )]
+    pub from_dir: Option<PathBuf>,
+    /// A JSON file: a list of texts, or of {"text", "source", "tags"}.
+    #[arg(long = "from-json", value_name = "FILE")]
+    pub from_json: Option<PathBuf>,
+    /// The module's id (a–z 0–9 - _ .).
+    #[arg(long)]
+    pub id: String,
+    /// Its human-readable name (default: the id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Its semantic version.
+    #[arg(long = "module-version", value_name = "SEMVER")]
+    pub version: String,
+    /// SPDX licence id or licence text.
+    #[arg(long)]
+    pub licence: String,
+    /// What it knows.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Language of the texts (BCP 47).
+    #[arg(long, default_value = "en")]
+    pub language: String,
+    /// Release date (YYYY-MM-DD or RFC 3339): every memory's time
+    /// (default: $SOURCE_DATE_EPOCH, else 1970-01-01, so builds repeat).
+    #[arg(long)]
+    pub released: Option<String>,
+    /// The publisher's signing key (`memkern keys new FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Where to write the module.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Leave the memories without embeddings (the installer embeds them).
+    #[arg(long)]
+    pub no_vectors: bool,
+}
+
+/// Arguments of `memkern modules install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// The module file.
+    pub file: PathBuf,
+    /// Mount it for this user (repeatable; default: the `--as` user).
+    #[arg(long = "for", value_name = "USER", conflicts_with = "global")]
+    pub users: Vec<String>,
+    /// Mount it for every user (administrator).
+    #[arg(long)]
+    pub global: bool,
+}
+
+/// `memkern keys …`: ed25519 keys that sign packs and modules.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a signing key file (mode 0600; must not exist) and print its
+    /// public key.
+    New {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+    /// Print a key file's public key (what others trust).
+    Show {
+        /// The key file.
+        file: PathBuf,
+    },
+}

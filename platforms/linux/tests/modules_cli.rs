@@ -1,0 +1,280 @@
+//! `memkern keys` and `memkern modules` from the shell: a publisher builds
+//! and signs, a device trusts, installs, updates and removes; install and
+//! update are killed with SIGKILL mid-way and leave the module whole or
+//! absent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use memkern_runtime::{Config, Runtime, SearchRequest};
+
+fn memkern(args: &[&str]) -> Command {
+    let exe = env!("CARGO_BIN_EXE_memkern");
+    let runner = std::env::var("MEMKERN_EXEC_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut c = match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    c.args(args).env_remove("RUST_LOG");
+    c
+}
+
+fn ok(args: &[&str]) -> String {
+    let out: Output = memkern(args).output().expect("memkern runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(args: &[&str]) -> String {
+    let out = memkern(args).output().expect("memkern runs");
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memkern-modcli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn build(src: &[&str], key: &Path, version: &str, out: &Path) -> String {
+    let mut args = vec!["modules", "build"];
+    args.extend_from_slice(src);
+    args.extend_from_slice(&[
+        "--id",
+        "sailing",
+        "--module-version",
+        version,
+        "--licence",
+        "CC-BY-4.0",
+        "--key",
+        s(key),
+        "--out",
+        s(out),
+        "--no-vectors",
+    ]);
+    ok(&args)
+}
+
+#[test]
+fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
+    let dir = temp_dir("flow");
+    let vault = dir.join("vault");
+    let v = ["--data-dir", s(&vault), "--no-embed"];
+    let key = dir.join("publisher.key");
+    let public = ok(&["keys", "new", s(&key)]);
+    let public = public.trim().trim_start_matches("public key: ").to_owned();
+    assert_eq!(
+        ok(&["keys", "show", s(&key)]).trim(),
+        format!("public key: {public}")
+    );
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(docs.join("knots")).expect("docs");
+    std::fs::write(
+        docs.join("lights.md"),
+        "# Lights\n\nThe red navigation light is on the port side.\n\n## Anchoring\n\nAn anchored boat shows one white all-round light.\n",
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("knots/bowline.txt"),
+        "A bowline makes a fixed loop that does not slip.\n",
+    )
+    .expect("write");
+    let m1 = dir.join("sailing-1.mkmod");
+    let out = build(&["--from-dir", s(&docs)], &key, "1.0.0", &m1);
+    assert!(out.contains("3 memories"), "{out}");
+    let first = std::fs::read(&m1).expect("module");
+    build(&["--from-dir", s(&docs)], &key, "1.0.0", &m1);
+    assert_eq!(
+        first,
+        std::fs::read(&m1).expect("module"),
+        "deterministic build"
+    );
+
+    ok(&[&["user", "add", "alice"][..], &v].concat());
+    ok(&[&["user", "add", "bob"][..], &v].concat());
+    let e = refused(&[&["modules", "install", s(&m1), "--for", "alice"][..], &v].concat());
+    assert!(e.contains("does not trust") && e.contains(&public), "{e}");
+    ok(&[&["modules", "trust", &public, "--name", "school"][..], &v].concat());
+    let e = refused(&[&["modules", "install", s(&m1)][..], &v].concat());
+    assert!(e.contains("--for USER") && e.contains("--global"), "{e}");
+    let out = ok(&[&["modules", "install", s(&m1), "--for", "alice"][..], &v].concat());
+    assert!(
+        out.contains("installed sailing 1.0.0 (3 memories)"),
+        "{out}"
+    );
+
+    let hits = ok(&[&["search", "red light port side", "--as", "alice"][..], &v].concat());
+    assert!(
+        hits.contains("module sailing (lights.md › Lights)") && hits.contains("port side"),
+        "{hits}"
+    );
+    let id = hits.split_whitespace().nth(1).expect("an id").to_owned();
+    let none = ok(&[&["search", "red light port side", "--as", "bob"][..], &v].concat());
+    assert!(!none.contains("port side"), "not mounted for bob: {none}");
+    let e = refused(&[&["delete", &id, "--as", "alice"][..], &v].concat());
+    assert!(e.contains("read-only") && e.contains("sailing"), "{e}");
+    let e = refused(
+        &[
+            &["modules", "install", s(&m1), "--global", "--as", "alice"][..],
+            &v,
+        ]
+        .concat(),
+    );
+    assert!(e.contains("not allowed"), "{e}");
+
+    std::fs::write(
+        docs.join("lights.md"),
+        "# Lights\n\nThe red navigation light is on the port side; port wine is red.\n",
+    )
+    .expect("write");
+    let m2 = dir.join("sailing-2.mkmod");
+    build(&["--from-dir", s(&docs)], &key, "1.1.0", &m2);
+    let again = ok(&[&["modules", "install", s(&m1), "--for", "alice"][..], &v].concat());
+    assert!(again.contains("already installed"), "{again}");
+    let out = ok(&[&["modules", "install", s(&m2), "--for", "bob"][..], &v].concat());
+    assert!(out.contains("updated from 1.0.0 to sailing 1.1.0"), "{out}");
+    let e = refused(&[&["modules", "install", s(&m1), "--for", "bob"][..], &v].concat());
+    assert!(e.contains("older"), "{e}");
+    for user in ["alice", "bob"] {
+        let hits = ok(&[&["search", "red light port", "--as", user][..], &v].concat());
+        assert!(hits.contains("port wine"), "{user}: {hits}");
+        assert!(
+            !hits.contains("all-round"),
+            "{user}: the old version is gone: {hits}"
+        );
+    }
+    let list = ok(&[&["modules", "list", "--json"][..], &v].concat());
+    let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    assert_eq!(list[0]["manifest"]["version"], "1.1.0");
+    assert_eq!(list[0]["memories"], 2);
+    let out = ok(&[&["modules", "remove", "sailing"][..], &v].concat());
+    assert!(out.contains("removed sailing 1.1.0 (2 memories)"), "{out}");
+    assert!(ok(&[&["modules", "list"][..], &v].concat()).contains("no modules installed"));
+    let db = std::fs::read(vault.join("vault.redb")).expect("db");
+    assert!(!db.windows(9).any(|w| w == b"port wine"), "no residue");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a killed install left: the installed version, its memory count,
+/// and whether the administrator's search finds text of version 1
+/// ("alpha") and of version 2 ("omega").
+fn state(vault: &Path) -> (Option<String>, u64, bool, bool) {
+    let (rt, _) =
+        Runtime::open(vault, Config::default(), None).expect("the vault opens after a kill");
+    let admin = rt.admin();
+    let modules = rt.modules(&admin).expect("list");
+    assert!(modules.len() <= 1);
+    let seen = |probe: &str| {
+        rt.search(&admin, &SearchRequest::new(format!("fact {probe} buoy"), 5))
+            .expect("search")
+            .iter()
+            .any(|h| h.memory.text.contains(probe))
+    };
+    let m = modules.first();
+    (
+        m.map(|m| m.manifest.version.clone()),
+        m.map_or(0, |m| m.memories),
+        seen("alpha"),
+        seen("omega"),
+    )
+}
+
+#[test]
+fn sigkill_during_install_and_update_leaves_the_module_whole_or_absent() {
+    let dir = temp_dir("kill");
+    let vault = dir.join("vault");
+    let key = dir.join("publisher.key");
+    let public = ok(&["keys", "new", s(&key)]);
+    let public = public.trim().trim_start_matches("public key: ").to_owned();
+    let list = |tag: &str| {
+        let texts: Vec<String> = (0..4000)
+            .map(|i| format!("Fact {i} of {tag}: buoy {i} marks shoal number {}.", i * 7))
+            .collect();
+        serde_json::to_vec(&texts).expect("JSON")
+    };
+    let (j1, j2) = (dir.join("v1.json"), dir.join("v2.json"));
+    std::fs::write(&j1, list("alpha")).expect("write");
+    std::fs::write(&j2, list("omega")).expect("write");
+    let (m1, m2) = (dir.join("m1.mkmod"), dir.join("m2.mkmod"));
+    build(&["--from-json", s(&j1)], &key, "1.0.0", &m1);
+    build(&["--from-json", s(&j2)], &key, "2.0.0", &m2);
+    let v = ["--data-dir", s(&vault), "--no-embed"];
+    ok(&[&["modules", "trust", &public][..], &v].concat());
+
+    let mut kills = 0;
+    let mut outcomes = (0, 0);
+    for (file, want) in [(&m1, "1.0.0"), (&m2, "2.0.0")] {
+        for round in 0..12u64 {
+            let mut child =
+                memkern(&[&["modules", "install", s(file), "--global"][..], &v].concat())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn");
+            std::thread::sleep(Duration::from_millis(20 + round * 40));
+            if child.try_wait().expect("wait").is_none() {
+                child.kill().expect("SIGKILL");
+                kills += 1;
+            }
+            let _ = child.wait();
+            let now = state(&vault);
+            match (now.0.as_deref(), want) {
+                (None, "1.0.0") => {
+                    assert!(!now.2 && !now.3, "nothing half-installed: {now:?}");
+                    outcomes.0 += 1;
+                }
+                (Some("1.0.0"), "2.0.0") => {
+                    assert_eq!((now.1, now.2, now.3), (4000, true, false), "old one whole");
+                    outcomes.0 += 1;
+                }
+                (Some("1.0.0"), "1.0.0") => {
+                    assert_eq!((now.1, now.2, now.3), (4000, true, false), "whole");
+                    outcomes.1 += 1;
+                    break;
+                }
+                (Some("2.0.0"), "2.0.0") => {
+                    assert_eq!(
+                        (now.1, now.2, now.3),
+                        (4000, false, true),
+                        "whole, old gone"
+                    );
+                    outcomes.1 += 1;
+                    break;
+                }
+                other => panic!("after a kill: {other:?} ({now:?})"),
+            }
+        }
+        assert_eq!(
+            state(&vault).0.as_deref(),
+            Some(want),
+            "installed in the end"
+        );
+    }
+    eprintln!(
+        "{kills} kills; {} interrupted, {} completed",
+        outcomes.0, outcomes.1
+    );
+    assert!(
+        kills > 0,
+        "no install was interrupted: the test proved nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
