@@ -343,3 +343,55 @@ fn a_global_module_is_everyones_and_only_the_administrators_to_install() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_sealed_module_installs_only_on_the_device_it_was_sealed_for() {
+    use memkern_runtime::modules::seal;
+    let dir = temp_dir("sealed");
+    let (mine, theirs) = (open(&dir.join("mine")), open(&dir.join("theirs")));
+    let (k, public) = key(&dir, "publisher.key");
+    let file = build(&manifest(&public, "1.0.0"), V1, &k);
+    let recipient = seal::device_recipient(mine.dir()).expect("device key");
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    assert_eq!(
+        seal::device_recipient(mine.dir()).expect("again"),
+        recipient,
+        "stable"
+    );
+    let sealed = seal::seal(&file, &recipient).expect("seal");
+    assert!(seal::is_sealed(&sealed));
+    assert!(
+        !sealed.windows(7).any(|w| w == b"bowline"),
+        "the text is encrypted"
+    );
+    invalid(seal::seal(b"not a module", &recipient), "module");
+    invalid(
+        seal::seal(&file, "age1notarecipient"),
+        "not an age recipient",
+    );
+    for rt in [&mine, &theirs] {
+        rt.trust_publisher(&rt.admin(), &public, "school")
+            .expect("trust");
+    }
+    invalid(
+        theirs.install_module(&theirs.admin(), &sealed, &Scope::Global),
+        "another device",
+    );
+    let mut damaged = sealed.clone();
+    let at = damaged.len() - 20;
+    damaged[at] ^= 1;
+    invalid(
+        mine.install_module(&mine.admin(), &damaged, &Scope::Global),
+        "sealed module",
+    );
+    let r = mine
+        .install_module(&mine.admin(), &sealed, &Scope::Global)
+        .expect("install on the buyer's device");
+    assert_eq!(r.memories, 3);
+    // The unsealed file and the sealed one are the same module.
+    let again = mine
+        .install_module(&mine.admin(), &file, &Scope::Global)
+        .expect("again");
+    assert_eq!(again.action, InstallAction::AlreadyInstalled);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -203,6 +203,48 @@ where
     }
 }
 
+/// Largest binary upload (a module file), bytes.
+pub const MAX_UPLOAD_BYTES: usize = 256 << 20;
+
+/// A binary request body (`Content-Type: application/octet-stream`) of
+/// at most [`MAX_UPLOAD_BYTES`]: a module file.
+///
+/// Exists so uploads larger than the JSON limit get the same JSON errors
+/// (415 with another content type, 413 over the limit).
+#[derive(Clone, Debug)]
+pub struct BinaryBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BinaryBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<BinaryBody, ApiError> {
+        let binary = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/octet-stream")
+            });
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = read_body(req.into_body(), MAX_UPLOAD_BYTES, declared).await?;
+        if !binary {
+            return Err(ApiError::new(
+                415,
+                "expected `Content-Type: application/octet-stream` with the file as the body",
+            ));
+        }
+        Ok(BinaryBody(bytes))
+    }
+}
+
 fn is_json(content_type: &str) -> bool {
     let mime = content_type.split(';').next().unwrap_or("").trim();
     mime.eq_ignore_ascii_case("application/json")

@@ -30,6 +30,13 @@
 //! | `GET /v1/audit?from=N&limit=N` | admin | → `[AuditEntry]` |
 //! | `POST /v1/chat` | user | `ChatRequest` → `ChatResponse` (503 without a model) |
 //! | `GET /v1/stats` | admin | → `{"vault": VaultStats, "snapshot_tiers"}` |
+//! | `GET /v1/modules` | user | → `[ModuleInfo]` the caller can see |
+//! | `POST /v1/modules?for=USER&global=true` | user (global: admin) | module file (`application/octet-stream`, ≤ 256 MiB) → 201 `InstallReport` (200 when already installed or mounted for more users) |
+//! | `GET /v1/modules/{id}` | user | → `ModuleInfo` |
+//! | `DELETE /v1/modules/{id}` | admin (a user: unmount for themself) | → `RemoveReport` |
+//! | `GET /v1/publishers` | user | → `[{"key","name"}]` trusted publisher keys |
+//! | `POST /v1/publishers` | admin | `{"key","name"}` → 201 `{"key","name"}` |
+//! | `DELETE /v1/publishers/{key}` | admin | → `{"distrusted"}` |
 //! | `POST /v1/chat/completions` | user | OpenAI chat-completions body → `chat.completion` (or SSE chunks with `"stream": true`; 503 without a model) |
 //! | `GET /v1/models` | user | → OpenAI's model list (the served model; empty without one) |
 //! | `GET /v1/models/{id}` | user | → one model (404 in OpenAI's shape if unknown) |
@@ -62,6 +69,7 @@
 mod chat;
 mod extract;
 pub mod mcp;
+mod modules;
 mod openai;
 mod openapi;
 mod routes;
@@ -105,6 +113,7 @@ pub fn api_routes() -> Router<ApiState> {
         .merge(routes::accounts())
         .merge(routes::memories())
         .merge(routes::audit())
+        .merge(modules::routes())
         .merge(chat::routes())
         .merge(openai::routes())
         .merge(openapi::routes())

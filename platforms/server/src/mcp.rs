@@ -494,6 +494,14 @@ impl MemoryTools {
         .await
     }
 
+    /// `modules`.
+    #[tool(
+        description = "The memory modules installed for the caller: read-only knowledge from trusted publishers (manifest, memories, who it is mounted for). `search` and `chat` already include their memories."
+    )]
+    async fn modules(&self, ctx: RequestContext<RoleServer>) -> ToolResult {
+        self.run(&ctx, |rt, who| rt.modules(who)).await
+    }
+
     /// `stats`.
     #[tool(
         description = "Vault statistics: memories, versions, KV blocks, adapters, sizes (administrator only)."
@@ -509,7 +517,7 @@ impl MemoryTools {
 
 #[tool_handler(
     name = "memkern",
-    instructions = "memkern: the user's long-term memory on this device. Use `search` before answering questions about the user, `add` to remember facts they state, `update`/`delete` to correct them."
+    instructions = "memkern: the user's long-term memory on this device. Use `search` before answering questions about the user, `add` to remember facts they state, `update`/`delete` to correct them; `modules` lists the read-only knowledge modules installed for them."
 )]
 impl ServerHandler for MemoryTools {}
 

@@ -104,7 +104,7 @@ pub(crate) fn document() -> Value {
         "security": [{ "bearer": [] }],
         "tags": [
             { "name": "health" }, { "name": "accounts" }, { "name": "memories" },
-            { "name": "chat" }, { "name": "admin" }, { "name": "openai" }, { "name": "meta" }
+            { "name": "chat" }, { "name": "modules" }, { "name": "admin" }, { "name": "openai" }, { "name": "meta" }
         ],
         "paths": {
             "/v1/health": {
@@ -326,6 +326,54 @@ pub(crate) fn document() -> Value {
                     }
                 }
             },
+            "/v1/modules": {
+                "get": op("Installed memory modules the caller can see", "modules",
+                    ok("Modules", array_of("ModuleInfo")), None),
+                "post": {
+                    "summary": "Install a module file (a newer version updates it)",
+                    "tags": ["modules"],
+                    "parameters": [
+                        { "name": "for", "in": "query", "description": "A user name to mount it for (repeatable; default: the caller).", "schema": { "type": "string" } },
+                        { "name": "global", "in": "query", "description": "Mount it for every user (administrator).", "schema": { "type": "boolean" } }
+                    ],
+                    "requestBody": { "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } } },
+                    "responses": {
+                        "201": answer("Installed or updated", schema("InstallReport")),
+                        "200": answer("Already installed, or mounted for more users", schema("InstallReport")),
+                        "400": { "$ref": "#/components/responses/BadRequest" },
+                        "401": { "$ref": "#/components/responses/Unauthorized" },
+                        "403": { "$ref": "#/components/responses/Forbidden" },
+                        "404": { "$ref": "#/components/responses/NotFound" },
+                        "413": answer("Larger than 256 MiB", schema("Error")),
+                        "415": answer("Not application/octet-stream", schema("Error"))
+                    }
+                }
+            },
+            "/v1/modules/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": op("One installed module", "modules", ok("The module", schema("ModuleInfo")), None),
+                "delete": op(
+                    "Remove a module (administrator), or unmount it for the caller", "modules",
+                    ok("What was removed", schema("RemoveReport")), None,
+                ),
+            },
+            "/v1/publishers": {
+                "get": op("Trusted publisher keys", "modules", ok("Publishers", json!({
+                    "type": "array", "items": { "type": "object", "required": ["key", "name"],
+                        "properties": { "key": { "type": "string" }, "name": { "type": "string" } } }
+                })), None),
+                "post": op("Trust a publisher key (administrator)", "modules",
+                    created("Trusted", json!({ "type": "object", "properties": { "key": { "type": "string" }, "name": { "type": "string" } } })),
+                    Some(body(json!({
+                        "type": "object", "required": ["key", "name"], "additionalProperties": false,
+                        "properties": { "key": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" }, "name": { "type": "string" } }
+                    })))),
+            },
+            "/v1/publishers/{key}": {
+                "parameters": [{ "name": "key", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" } }],
+                "delete": op("Stop trusting a publisher (administrator)", "modules",
+                    ok("Whether it was trusted", json!({ "type": "object", "properties": { "distrusted": { "type": "boolean" } } })), None),
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document", "tags": ["meta"], "security": [],
@@ -438,7 +486,62 @@ fn schemas() -> Value {
                     "tags": { "type": "array", "items": { "type": "string" } },
                     "expires_at": { "type": ["integer", "null"] },
                     "hits": { "type": "integer" },
-                    "lifecycle": { "enum": ["generated", "activated", "archived", "merged", "frozen", "deleted"] }
+                    "lifecycle": { "enum": ["generated", "activated", "archived", "merged", "frozen", "deleted"] },
+                    "source": { "type": "string", "description": "Where the text came from (a module's file and section)." },
+                    "module": { "type": "string", "description": "The installed module it belongs to (read-only)." }
+                }
+            }),
+        ),
+        (
+            "Manifest",
+            json!({
+                "type": "object",
+                "required": ["id", "name", "version", "publisher", "licence", "description", "language"],
+                "properties": {
+                    "id": { "type": "string" }, "name": { "type": "string" },
+                    "version": { "type": "string", "description": "Semantic version." },
+                    "publisher": { "type": "string", "description": "ed25519 public key, 64 hex digits." },
+                    "licence": { "type": "string" }, "description": { "type": "string" },
+                    "language": { "type": "string" }
+                }
+            }),
+        ),
+        (
+            "ModuleInfo",
+            json!({
+                "type": "object",
+                "required": ["manifest", "cube", "global", "users", "memories", "sha256", "installed_ms"],
+                "properties": {
+                    "manifest": schema("Manifest"), "cube": { "type": "integer" },
+                    "global": { "type": "boolean" },
+                    "users": { "type": "array", "items": { "type": "integer" } },
+                    "memories": { "type": "integer" }, "sha256": { "type": "string" },
+                    "installed_ms": { "type": "integer" }
+                }
+            }),
+        ),
+        (
+            "InstallReport",
+            json!({
+                "type": "object",
+                "required": ["action", "id", "version", "memories", "embedded_here", "global", "users"],
+                "properties": {
+                    "action": { "enum": ["installed", "updated", "extended", "already_installed"] },
+                    "id": { "type": "string" }, "version": { "type": "string" },
+                    "previous": { "type": ["string", "null"] },
+                    "memories": { "type": "integer" }, "embedded_here": { "type": "integer" },
+                    "global": { "type": "boolean" },
+                    "users": { "type": "array", "items": { "type": "integer" } }
+                }
+            }),
+        ),
+        (
+            "RemoveReport",
+            json!({
+                "type": "object", "required": ["id", "version", "removed", "memories"],
+                "properties": {
+                    "id": { "type": "string" }, "version": { "type": "string" },
+                    "removed": { "type": "boolean" }, "memories": { "type": "integer" }
                 }
             }),
         ),

@@ -1061,3 +1061,147 @@ fn load_has_no_errors_and_loses_no_writes() {
     assert!(down.requests > 0 && down.errors == down.requests, "{down}");
     assert_eq!(down.acknowledged_writes, 0);
 }
+
+/// A signed one-memory module `sailing` at `version`, and its publisher key.
+fn sailing_module(dir: &std::path::Path, version: &str) -> (Vec<u8>, String) {
+    use memkern_runtime::modules::{self, Item, Manifest};
+    let path = dir.join(format!("publisher-{version}.key"));
+    let _ = std::fs::remove_file(&path);
+    let public = memkern_runtime::pack::generate_key(&path).expect("keygen");
+    let key = memkern_runtime::pack::load_key(&path).expect("key");
+    let manifest = Manifest {
+        id: "sailing".to_owned(),
+        name: "Sailing basics".to_owned(),
+        version: version.to_owned(),
+        publisher: public.clone(),
+        licence: "CC-BY-4.0".to_owned(),
+        description: String::new(),
+        language: "en".to_owned(),
+    };
+    let items = [Item {
+        text: "A bowline makes a fixed loop that does not slip.".to_owned(),
+        source: Some("knots.md".to_owned()),
+        tags: Vec::new(),
+    }];
+    let (file, _) = modules::build_module(
+        &manifest,
+        memkern_core::time::Timestamp(0),
+        &items,
+        None,
+        &key,
+        |_| {},
+    )
+    .expect("build");
+    (file, public)
+}
+
+#[test]
+fn modules_over_http_install_read_only_and_remove() {
+    let api = Api::start("modules", 65536);
+    let (alice, _, _) = api.user("alice");
+    let (bob, _, _) = api.user("bob");
+    std::fs::create_dir_all(&api.dir).expect("dir");
+    let (file, public) = sailing_module(&api.dir, "1.0.0");
+    let upload = |key: &str, query: &str, body: &[u8], content_type: &str| {
+        let auth = format!("Bearer {key}");
+        api.raw(
+            "POST",
+            &format!("/v1/modules{query}"),
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", content_type),
+            ],
+            Some(body.to_vec()),
+        )
+    };
+    const BIN: &str = "application/octet-stream";
+
+    // Untrusted, then trusted by the administrator only.
+    let r = upload(&alice, "", &file, BIN);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("does not trust"), "{r:?}");
+    let trust = json!({ "key": public, "name": "school" });
+    assert_eq!(
+        api.call("POST", "/v1/publishers", &alice, Some(trust.clone()))
+            .status,
+        403
+    );
+    let r = api.call("POST", "/v1/publishers", &api.admin_key, Some(trust));
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        api.call("GET", "/v1/publishers", &bob, None).json[0]["key"],
+        public
+    );
+
+    // Bad uploads: JSON content type, damaged file, global as a user.
+    assert_eq!(upload(&alice, "", &file, "application/json").status, 415);
+    let mut damaged = file.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 4;
+    let r = upload(&alice, "", &damaged, BIN);
+    assert!(r.status == 400 && r.error().contains("checksum"), "{r:?}");
+    assert_eq!(upload(&alice, "?global=true", &file, BIN).status, 403);
+    assert_eq!(upload(&alice, "?for=bob", &file, BIN).status, 403);
+    assert_eq!(upload(&alice, "?colour=red", &file, BIN).status, 400);
+
+    // Alice installs it for herself.
+    let r = upload(&alice, "", &file, BIN);
+    assert_eq!(
+        (r.status, r.json["action"].as_str()),
+        (201, Some("installed")),
+        "{r:?}"
+    );
+    let r = upload(&alice, "", &file, BIN);
+    assert_eq!(
+        (r.status, r.json["action"].as_str()),
+        (200, Some("already_installed"))
+    );
+    let mods = api.call("GET", "/v1/modules", &alice, None);
+    assert_eq!(mods.json[0]["manifest"]["id"], "sailing", "{mods:?}");
+    assert_eq!(api.call("GET", "/v1/modules", &bob, None).json, json!([]));
+    assert_eq!(
+        api.call("GET", "/v1/modules/sailing", &bob, None).status,
+        404
+    );
+    let hits = api.call(
+        "POST",
+        "/v1/search",
+        &alice,
+        Some(json!({ "query": "bowline loop", "k": 3 })),
+    );
+    let hit = &hits.json[0]["memory"];
+    assert_eq!(
+        (hit["module"].as_str(), hit["source"].as_str()),
+        (Some("sailing"), Some("knots.md"))
+    );
+    let id = hit["id"].as_str().expect("id").to_owned();
+    let r = api.call("DELETE", &format!("/v1/memories/{id}"), &alice, None);
+    assert!(r.status == 403 && r.error().contains("read-only"), "{r:?}");
+    let none = api.call(
+        "POST",
+        "/v1/search",
+        &bob,
+        Some(json!({ "query": "bowline loop", "k": 3 })),
+    );
+    assert_eq!(none.json, json!([]), "not bob's");
+
+    // Bob cannot remove it; the administrator removes it.
+    assert_eq!(
+        api.call("DELETE", "/v1/modules/sailing", &bob, None).status,
+        404
+    );
+    let r = api.call("DELETE", "/v1/modules/sailing", &api.admin_key, None);
+    assert_eq!(
+        (r.status, r.json["removed"].as_bool()),
+        (200, Some(true)),
+        "{r:?}"
+    );
+    assert_eq!(api.call("GET", "/v1/modules", &alice, None).json, json!([]));
+    let r = api.call(
+        "DELETE",
+        &format!("/v1/publishers/{public}"),
+        &api.admin_key,
+        None,
+    );
+    assert_eq!(r.json["distrusted"], true);
+}

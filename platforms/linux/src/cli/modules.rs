@@ -25,6 +25,18 @@ pub enum ModulesCommand {
     /// files (chunked by section) or a JSON list of texts; the same inputs
     /// give the same file.
     Build(Box<BuildArgs>),
+    /// Publisher: encrypt a module to one device's key (`memkern keys
+    /// device` on that device): only it can install the result.
+    Seal {
+        /// The module file.
+        module: PathBuf,
+        /// The buying device's recipient (`age1…`).
+        #[arg(long, value_name = "RECIPIENT")]
+        to: String,
+        /// Where to write the sealed module.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Trust modules signed by this publisher key (administrator).
     Trust {
         /// The publisher's public key (64 hex digits, from `memkern keys`).
@@ -132,5 +144,12 @@ pub enum KeysCommand {
     Show {
         /// The key file.
         file: PathBuf,
+    },
+    /// Print this device's sealing key (`age1…`; made on first use in the
+    /// data directory): what a publisher seals modules to.
+    Device {
+        /// The data directory.
+        #[command(flatten)]
+        vault: VaultArgs,
     },
 }

@@ -48,6 +48,10 @@ pub fn run(command: Command) -> Result<()> {
             command: crate::cli::ModulesCommand::Build(args),
             vault,
         }) => modules::build(&args, vault.no_embed, vault.json),
+        Command::Modules(crate::cli::ModulesArgs {
+            command: crate::cli::ModulesCommand::Seal { module, to, out },
+            ..
+        }) => modules::seal(&module, &to, &out),
         // Vault commands: through a running serve, or on the vault here.
         ref c @ (Command::User(_)
         | Command::Cube(_)

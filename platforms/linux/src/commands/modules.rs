@@ -23,6 +23,11 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
                 file.display()
             );
         }
+        KeysCommand::Device { vault } => {
+            let dir = super::ctx::data_dir(vault)?;
+            let recipient = modules::seal::device_recipient(&dir)?;
+            println!("device key: {recipient}");
+        }
         KeysCommand::Show { file } => {
             let key = memkern_runtime::pack::load_key(file)?;
             let public: String = key
@@ -34,6 +39,23 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
             println!("public key: {public}");
         }
     }
+    Ok(())
+}
+
+/// `memkern modules seal`: no vault.
+pub fn seal(module: &std::path::Path, to: &str, out: &std::path::Path) -> Result<()> {
+    let bytes =
+        std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+    let sealed = modules::seal::seal(&bytes, to)?;
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &sealed)
+        .and_then(|()| std::fs::rename(&tmp, out))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "sealed {} to {to}: {} bytes",
+        module.display(),
+        sealed.len()
+    );
     Ok(())
 }
 
@@ -140,7 +162,9 @@ pub fn run(args: &ModulesArgs, cx: &mut Ctx<'_>) -> Result<()> {
     let (rt, who) = (&*cx.rt, cx.who);
     let json = args.vault.json;
     match &args.command {
-        ModulesCommand::Build(_) => bail!("`modules build` needs no vault and runs here"),
+        ModulesCommand::Build(_) | ModulesCommand::Seal { .. } => {
+            bail!("`modules build` and `seal` need no vault and run here")
+        }
         ModulesCommand::Trust { key, name } => {
             let key = rt.trust_publisher(&who, key, name)?;
             print(

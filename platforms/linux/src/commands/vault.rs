@@ -36,7 +36,14 @@ fn vault_args(command: &Command) -> Option<&VaultArgs> {
         Command::Stats(a) => &a.vault,
         Command::Export(a) => &a.vault,
         Command::Import(a) => &a.vault,
-        Command::Modules(a) if !matches!(a.command, ModulesCommand::Build(_)) => &a.vault,
+        Command::Modules(a)
+            if !matches!(
+                a.command,
+                ModulesCommand::Build(_) | ModulesCommand::Seal { .. }
+            ) =>
+        {
+            &a.vault
+        }
         _ => return None,
     })
 }

@@ -187,6 +187,13 @@ impl Runtime {
         bytes: &[u8],
         scope: &Scope,
     ) -> Result<InstallReport> {
+        let opened;
+        let bytes = if super::seal::is_sealed(bytes) {
+            opened = super::seal::unseal(bytes, &super::seal::device_identity(self.dir())?)?;
+            opened.as_slice()
+        } else {
+            bytes
+        };
         let body = decode_module(bytes)?;
         let m = &body.manifest;
         let version = m.check()?;

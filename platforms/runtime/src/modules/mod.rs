@@ -13,6 +13,7 @@
 mod build;
 mod install;
 pub(crate) mod manifest;
+pub mod seal;
 
 pub use build::{BuildReport, Item, build_module, items_from_dir, items_from_json};
 pub use install::{InstallAction, InstallReport, ModuleInfo, RemoveReport, Scope};

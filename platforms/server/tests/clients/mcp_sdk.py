@@ -19,7 +19,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 TOOLS = {"add", "search", "get", "update", "delete", "list", "history", "rollback",
-         "chat", "cube_create", "cube_share", "stats"}
+         "chat", "cube_create", "cube_share", "stats", "modules"}
 
 
 def data(result):
@@ -65,7 +65,14 @@ async def as_alice(session):
     assert gone.is_error and data(gone)["error"]["status"] == 404, gone
     bad = await session.call_tool("get", {"id": "not-an-id"})
     assert bad.is_error and data(bad)["error"]["status"] == 400, bad
+    seen["alice_modules"] = module_ids(data(await session.call_tool("modules", {})))
     return seen
+
+
+def module_ids(mods):
+    """The ids of a `modules` tool answer."""
+    found = mods if isinstance(mods, list) else mods["result"]
+    return [m["manifest"]["id"] for m in found]
 
 
 def as_bob(kept):
@@ -75,7 +82,8 @@ def as_bob(kept):
         assert found == [], found
         theirs = await session.call_tool("get", {"id": kept})
         assert theirs.is_error and data(theirs)["error"]["status"] == 404, theirs
-        return {"bob_hits": len(found)}
+        mods = module_ids(data(await session.call_tool("modules", {})))
+        return {"bob_hits": len(found), "bob_modules": mods}
     return work
 
 

@@ -1,0 +1,230 @@
+//! Memory-module benchmark: a module of N memories (default 10 000) built
+//! with all-MiniLM-L6-v2 vectors, installed on a fresh vault, and searched
+//! through the runtime (query embedding included) — beside the same
+//! memories imported as the user's own cube in the same run, the baseline
+//! a module must not be slower than.
+//!
+//! ```sh
+//! cargo bench -p memkern-benches --bench modules
+//! MODULE_MEMORIES=2000 MODULE_QUERIES=100 cargo bench -p memkern-benches --bench modules
+//! ```
+//!
+//! Prints: build time and file size (bytes per memory), install time
+//! (module) beside import time (pack into a cube), search p50/p95 over the
+//! module beside over the cube, and peak RSS.
+
+use std::time::Instant;
+
+use memkern_core::governance::Principal;
+use memkern_core::time::Timestamp;
+use memkern_runtime::modules::{self, Item, Manifest, Scope};
+use memkern_runtime::pack::{self, PackBody, PackedMemory};
+use memkern_runtime::{Config, Runtime, SearchRequest};
+
+mod common;
+use common::peak_rss_mib;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const ADJ: [&str; 16] = [
+    "red", "quiet", "coastal", "northern", "wooden", "early", "bright", "narrow", "ancient",
+    "shallow", "hidden", "seasonal", "broad", "rocky", "muddy", "sunny",
+];
+const NOUN: [&str; 16] = [
+    "harbour",
+    "lighthouse",
+    "ferry",
+    "marina",
+    "buoy",
+    "channel",
+    "reef",
+    "jetty",
+    "estuary",
+    "lagoon",
+    "pier",
+    "anchorage",
+    "sandbar",
+    "breakwater",
+    "mooring",
+    "slipway",
+];
+const FACT: [&str; 8] = [
+    "is closed to small boats after sunset",
+    "has a depth of about four metres at low tide",
+    "charges a mooring fee in the summer months",
+    "is marked with a green light on the starboard side",
+    "floods when a strong westerly meets a spring tide",
+    "offers fresh water and diesel at the fuel dock",
+    "requires a radio call on channel 16 before entry",
+    "has strong currents around the northern point",
+];
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+    }
+}
+
+fn texts(n: usize) -> Vec<String> {
+    let mut rng = Rng(0x6d6f_6475_6c65_7321);
+    (0..n)
+        .map(|i| {
+            format!(
+                "The {} {} number {i} {}.",
+                ADJ[rng.below(ADJ.len())],
+                NOUN[rng.below(NOUN.len())],
+                FACT[rng.below(FACT.len())]
+            )
+        })
+        .collect()
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Search latencies (ms) of `queries` as `who`, sorted.
+fn latencies(rt: &Runtime, who: &Principal, queries: &[String]) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        let t = Instant::now();
+        let hits = rt.search(who, &SearchRequest::new(q.clone(), 10))?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+        if hits.is_empty() {
+            return Err(format!("no hit for {q:?}").into());
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result<()> {
+    let n = env("MODULE_MEMORIES", 10_000);
+    let nq = env("MODULE_QUERIES", 200);
+    let dir = std::env::temp_dir().join(format!("memkern-bench-modules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let embedder = memkern_runtime::embed::load_default()?;
+    let key_path = dir.join("publisher.key");
+    let public = pack::generate_key(&key_path)?;
+    let key = pack::load_key(&key_path)?;
+    let items: Vec<Item> = texts(n)
+        .into_iter()
+        .map(|text| Item {
+            text,
+            source: Some("harbours.md".to_owned()),
+            tags: Vec::new(),
+        })
+        .collect();
+    let manifest = Manifest {
+        id: "harbours".to_owned(),
+        name: "Harbour guide".to_owned(),
+        version: "1.0.0".to_owned(),
+        publisher: public.clone(),
+        licence: "CC-BY-4.0".to_owned(),
+        description: "Synthetic harbour facts".to_owned(),
+        language: "en".to_owned(),
+    };
+    eprintln!("building a module of {n} memories (embedding each)…");
+    let t = Instant::now();
+    let (file, report) = modules::build_module(
+        &manifest,
+        Timestamp(1_700_000_000_000),
+        &items,
+        Some(&*embedder),
+        &key,
+        |_| {},
+    )?;
+    let build_s = t.elapsed().as_secs_f64();
+
+    // The module, installed for alice.
+    let open = |name: &str, embedder| -> Result<(Runtime, Principal)> {
+        let (rt, _) = Runtime::open(dir.join(name), Config::default(), Some(embedder))?;
+        let (alice, _) = rt.create_user(&rt.admin(), "alice")?;
+        Ok((rt, Principal::user(alice.id)))
+    };
+    let (rt, alice) = open("module", embedder)?;
+    rt.trust_publisher(&rt.admin(), &public, "bench")?;
+    let t = Instant::now();
+    let installed = rt.install_module(&rt.admin(), &file, &Scope::Users(vec![alice.user]))?;
+    let install_s = t.elapsed().as_secs_f64();
+    assert_eq!(installed.memories as usize, n);
+    let mut rng = Rng(7);
+    let queries: Vec<String> = (0..nq)
+        .map(|_| {
+            format!(
+                "Which {} {} {}?",
+                ADJ[rng.below(ADJ.len())],
+                NOUN[rng.below(NOUN.len())],
+                FACT[rng.below(FACT.len())]
+            )
+        })
+        .collect();
+    let module_ms = latencies(&rt, &alice, &queries)?;
+    drop(rt);
+
+    // Baseline: the same cubes as alice's own memories (a pack import).
+    let (rt, alice) = open("cube", memkern_runtime::embed::load_default()?)?;
+    let body = modules::decode_module(&file)?;
+    let pack_file = pack::encode_pack(
+        &PackBody {
+            namespace: "default".to_owned(),
+            created_ms: 0,
+            memories: body
+                .memories
+                .into_iter()
+                .map(|c| PackedMemory { versions: vec![c] })
+                .collect(),
+            derived: Vec::new(),
+            blobs: Vec::new(),
+        },
+        None,
+    )?;
+    let ns = rt.namespace_named(alice.user, "default")?.id;
+    let t = Instant::now();
+    let imported = rt.import(&alice, ns, &pack_file, &[])?;
+    let import_s = t.elapsed().as_secs_f64();
+    assert_eq!(imported.memories, n);
+    let cube_ms = latencies(&rt, &alice, &queries)?;
+    drop(rt);
+
+    println!("memory modules, {n} memories, {nq} searches (k = 10, query embedding included)");
+    println!(
+        "build (embedding included): {build_s:.1} s; file {} bytes = {:.0} B per memory",
+        report.bytes,
+        report.bytes as f64 / n as f64
+    );
+    println!(
+        "install (module) {install_s:.2} s   vs import (pack into a cube) {import_s:.2} s   ratio {:.2}",
+        install_s / import_s
+    );
+    let (m50, m95, c50, c95) = (
+        pct(&module_ms, 0.5),
+        pct(&module_ms, 0.95),
+        pct(&cube_ms, 0.5),
+        pct(&cube_ms, 0.95),
+    );
+    println!(
+        "search p50/p95: module {m50:.2}/{m95:.2} ms   vs own cube {c50:.2}/{c95:.2} ms   p95 ratio {:.2}",
+        m95 / c95
+    );
+    if let Some(rss) = peak_rss_mib() {
+        println!("peak RSS {rss:.0} MiB");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Sealing a module to one buyer: the module file encrypted with `age`
+//! (X25519) to the recipient key of the device that bought it. The
+//! cryptography is the entitlement: only that device can install it, and
+//! no payment processor or licence server is involved.
+//!
+//! Each device has one identity, `device.agekey` in its data directory
+//! (mode 0600, made on first use); `memkern keys device` prints its
+//! recipient (`age1…`) for the publisher.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use age::secrecy::ExposeSecret;
+
+use super::decode_module;
+use crate::{Result, RuntimeError};
+
+/// The first bytes of every age file (a sealed module).
+pub const SEALED_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+/// The device identity's file name in the data directory.
+pub const DEVICE_KEY_FILE: &str = "device.agekey";
+
+fn bad(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::Invalid(format!("sealed module: {}", msg.into()))
+}
+
+/// Whether `bytes` is a sealed (age-encrypted) file.
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.starts_with(SEALED_MAGIC)
+}
+
+/// Encrypts module file `module` (checked first: a signed module) to
+/// `recipient` (`age1…`).
+pub fn seal(module: &[u8], recipient: &str) -> Result<Vec<u8>> {
+    decode_module(module)?;
+    let to: age::x25519::Recipient = recipient.trim().parse().map_err(|e| {
+        bad(format!(
+            "{recipient:?} is not an age recipient (age1…): {e}"
+        ))
+    })?;
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient))
+        .map_err(|e| bad(format!("cannot encrypt: {e}")))?;
+    let mut out = Vec::with_capacity(module.len() + 256);
+    let mut w = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| bad(format!("cannot encrypt: {e}")))?;
+    w.write_all(module)
+        .and_then(|()| w.finish().map(|_| ()))
+        .map_err(|e| bad(format!("cannot encrypt: {e}")))?;
+    Ok(out)
+}
+
+/// Decrypts a sealed module with `identity`; a file sealed for another
+/// device, or damaged, is refused with one line.
+pub fn unseal(bytes: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>> {
+    let decryptor =
+        age::Decryptor::new(bytes).map_err(|e| bad(format!("not a readable age file: {e}")))?;
+    let mut reader = decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => {
+                bad("it was sealed for another device (this device's key is `memkern keys device`)")
+            }
+            other => bad(format!("cannot decrypt: {other}")),
+        })?;
+    let mut out = Vec::new();
+    reader
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("damaged: {e}")))?;
+    Ok(out)
+}
+
+/// This device's identity from `dir`, made on first use (mode 0600).
+pub fn device_identity(dir: &Path) -> Result<age::x25519::Identity> {
+    let path = dir.join(DEVICE_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .ok_or_else(|| bad(format!("{} holds no age identity", path.display())))?
+            .trim()
+            .parse()
+            .map_err(|e| bad(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = age::x25519::Identity::generate();
+            std::fs::create_dir_all(dir)
+                .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let text = format!(
+                "# memkern device identity: modules sealed to {} open here\n{}\n",
+                id.to_public(),
+                id.to_string().expose_secret()
+            );
+            let mut f = opts
+                .open(&path)
+                .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(bad(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// This device's recipient (`age1…`), what a publisher seals to.
+pub fn device_recipient(dir: &Path) -> Result<String> {
+    Ok(device_identity(dir)?.to_public().to_string())
+}
