@@ -31,6 +31,17 @@ pub struct Config {
     pub parametric: ParametricConfig,
     /// How `chat` decodes answers.
     pub chat: ChatConfig,
+    /// Where `memkern modules search|install NAME|update` look.
+    pub modules: ModulesConfig,
+}
+
+/// Memory modules: the indexes read by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModulesConfig {
+    /// URLs of signed module indexes (`index.json`, with `index.json.sig`
+    /// beside it), searched in order.
+    pub index: Vec<String>,
 }
 
 /// How `chat` decodes answers (sampling itself is per request).

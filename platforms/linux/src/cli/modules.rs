@@ -30,8 +30,8 @@ pub enum ModulesCommand {
     Seal {
         /// The module file.
         module: PathBuf,
-        /// The buying device's recipient (`age1…`).
-        #[arg(long, value_name = "RECIPIENT")]
+        /// The buying device's recipient (`age1pq1…`), or a file holding it.
+        #[arg(long, value_name = "RECIPIENT|FILE")]
         to: String,
         /// Where to write the sealed module.
         #[arg(long, value_name = "FILE")]
@@ -145,7 +145,7 @@ pub enum KeysCommand {
         /// The key file.
         file: PathBuf,
     },
-    /// Print this device's sealing key (`age1…`; made on first use in the
+    /// Print this device's sealing key (`age1pq1…`; made on first use in the
     /// data directory): what a publisher seals modules to.
     Device {
         /// The data directory.

@@ -46,7 +46,21 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
 pub fn seal(module: &std::path::Path, to: &str, out: &std::path::Path) -> Result<()> {
     let bytes =
         std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
-    let sealed = modules::seal::seal(&bytes, to)?;
+    let path = std::path::Path::new(to);
+    let recipient = if !to.starts_with("age1") && path.is_file() {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("age1"))
+                    .map(str::to_owned)
+            })
+            .with_context(|| format!("no age1… recipient in {}", path.display()))?
+    } else {
+        to.to_owned()
+    };
+    let sealed = modules::seal::seal(&bytes, &recipient)?;
     let tmp = out.with_extension("tmp");
     std::fs::write(&tmp, &sealed)
         .and_then(|()| std::fs::rename(&tmp, out))

@@ -11,6 +11,7 @@
 //! [`ModuleBody`]. A module must be signed, by the key its manifest names.
 
 mod build;
+pub mod index;
 mod install;
 pub(crate) mod manifest;
 pub mod seal;

@@ -1,11 +1,11 @@
 //! Sealing a module to one buyer: the module file encrypted with `age`
-//! (X25519) to the recipient key of the device that bought it. The
+//! (ML-KEM-768 + X25519, age's post-quantum recipients) to the recipient key of the device that bought it. The
 //! cryptography is the entitlement: only that device can install it, and
 //! no payment processor or licence server is involved.
 //!
 //! Each device has one identity, `device.agekey` in its data directory
 //! (mode 0600, made on first use); `memkern keys device` prints its
-//! recipient (`age1…`) for the publisher.
+//! recipient (`age1pq1…`) for the publisher.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -30,12 +30,12 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
 }
 
 /// Encrypts module file `module` (checked first: a signed module) to
-/// `recipient` (`age1…`).
+/// `recipient` (`age1pq1…`).
 pub fn seal(module: &[u8], recipient: &str) -> Result<Vec<u8>> {
     decode_module(module)?;
-    let to: age::x25519::Recipient = recipient.trim().parse().map_err(|e| {
+    let to: age::pq::Recipient = recipient.trim().parse().map_err(|e| {
         bad(format!(
-            "{recipient:?} is not an age recipient (age1…): {e}"
+            "{recipient:?} is not an age recipient (age1pq1…): {e}"
         ))
     })?;
     let encryptor = age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient))
@@ -52,7 +52,7 @@ pub fn seal(module: &[u8], recipient: &str) -> Result<Vec<u8>> {
 
 /// Decrypts a sealed module with `identity`; a file sealed for another
 /// device, or damaged, is refused with one line.
-pub fn unseal(bytes: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>> {
+pub fn unseal(bytes: &[u8], identity: &age::pq::Identity) -> Result<Vec<u8>> {
     let decryptor =
         age::Decryptor::new(bytes).map_err(|e| bad(format!("not a readable age file: {e}")))?;
     let mut reader = decryptor
@@ -71,18 +71,18 @@ pub fn unseal(bytes: &[u8], identity: &age::x25519::Identity) -> Result<Vec<u8>>
 }
 
 /// This device's identity from `dir`, made on first use (mode 0600).
-pub fn device_identity(dir: &Path) -> Result<age::x25519::Identity> {
+pub fn device_identity(dir: &Path) -> Result<age::pq::Identity> {
     let path = dir.join(DEVICE_KEY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => text
             .lines()
-            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .find(|l| l.starts_with("AGE-SECRET-KEY-PQ-"))
             .ok_or_else(|| bad(format!("{} holds no age identity", path.display())))?
             .trim()
             .parse()
             .map_err(|e| bad(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = age::x25519::Identity::generate();
+            let id = age::pq::Identity::generate();
             std::fs::create_dir_all(dir)
                 .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
             let mut opts = std::fs::OpenOptions::new();
@@ -90,8 +90,7 @@ pub fn device_identity(dir: &Path) -> Result<age::x25519::Identity> {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             let text = format!(
-                "# memkern device identity: modules sealed to {} open here\n{}\n",
-                id.to_public(),
+                "# memkern device identity: modules sealed to its recipient open here\n{}\n",
                 id.to_string().expose_secret()
             );
             let mut f = opts
@@ -106,7 +105,7 @@ pub fn device_identity(dir: &Path) -> Result<age::x25519::Identity> {
     }
 }
 
-/// This device's recipient (`age1…`), what a publisher seals to.
+/// This device's recipient (`age1pq1…`), what a publisher seals to.
 pub fn device_recipient(dir: &Path) -> Result<String> {
     Ok(device_identity(dir)?.to_public().to_string())
 }
