@@ -278,3 +278,157 @@ fn sigkill_during_install_and_update_leaves_the_module_whole_or_absent() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A static file server on 127.0.0.1 (a real HTTP/1.1 server, one
+/// connection at a time): serves `dir` until the test ends.
+fn serve_dir(dir: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let mut out = stream;
+            let _ = match std::fs::read(dir.join(path)) {
+                Ok(body) => out
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| out.write_all(&body)),
+                Err(_) => out.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn modules_are_found_installed_and_updated_from_a_signed_index_over_http() {
+    let dir = temp_dir("index");
+    let vault = dir.join("vault");
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).expect("site");
+    let v = ["--data-dir", s(&vault), "--no-embed"];
+    let key = dir.join("publisher.key");
+    let public = ok(&["keys", "new", s(&key)]);
+    let public = public.trim().trim_start_matches("public key: ").to_owned();
+    let j = dir.join("texts.json");
+    std::fs::write(
+        &j,
+        br#"["A bowline makes a fixed loop.", "Reef early when the wind rises."]"#,
+    )
+    .expect("write");
+    let (m1, m2) = (
+        site.join("sailing-1.0.0.mkmod"),
+        site.join("sailing-1.1.0.mkmod"),
+    );
+    build(&["--from-json", s(&j)], &key, "1.0.0", &m1);
+    std::fs::write(
+        &j,
+        br#"["A bowline makes a fixed loop that does not slip.", "Reef early."]"#,
+    )
+    .expect("write");
+    build(&["--from-json", s(&j)], &key, "1.1.0", &m2);
+    let index = site.join("index.json");
+    ok(&[
+        "modules",
+        "index",
+        s(&m1),
+        "--key",
+        s(&key),
+        "--out",
+        s(&index),
+    ]);
+    let url = format!("{}/index.json", serve_dir(site.clone()));
+
+    ok(&[&["user", "add", "alice"][..], &v].concat());
+    let e = refused(&[&["modules", "search", "--index", &url][..], &v].concat());
+    assert!(e.contains("does not trust"), "{e}");
+    ok(&[&["modules", "trust", &public][..], &v].concat());
+    let found = ok(&[&["modules", "search", "sail", "--index", &url][..], &v].concat());
+    assert!(found.contains("sailing 1.0.0"), "{found}");
+    let e = refused(&[&["modules", "install", "sailing", "--for", "alice"][..], &v].concat());
+    assert!(e.contains("--index"), "no index configured: {e}");
+    let out = ok(&[
+        &[
+            "modules", "install", "sailing", "--index", &url, "--for", "alice",
+        ][..],
+        &v,
+    ]
+    .concat());
+    assert!(
+        out.contains("installed sailing 1.0.0 (2 memories)"),
+        "{out}"
+    );
+    let hits = ok(&[&["search", "bowline loop", "--as", "alice"][..], &v].concat());
+    assert!(hits.contains("module sailing"), "{hits}");
+    let same = ok(&[&["modules", "update", "--index", &url][..], &v].concat());
+    assert!(same.contains("up to date"), "{same}");
+
+    // The publisher releases 1.1.0; the device updates from the index.
+    ok(&[
+        "modules",
+        "index",
+        s(&m1),
+        s(&m2),
+        "--key",
+        s(&key),
+        "--out",
+        s(&index),
+    ]);
+    let out = ok(&[&["modules", "update", "sailing", "--index", &url][..], &v].concat());
+    assert!(out.contains("updated sailing from 1.0.0 to 1.1.0"), "{out}");
+    let hits = ok(&[&["search", "bowline loop", "--as", "alice"][..], &v].concat());
+    assert!(hits.contains("does not slip"), "{hits}");
+
+    // A changed index, and a file that is not what the index promised.
+    let json = std::fs::read_to_string(&index).expect("index");
+    std::fs::write(&index, json.replacen("\"sailing\"", "\"sailinG\"", 1)).expect("changed");
+    let e = refused(&[&["modules", "search", "--index", &url][..], &v].concat());
+    assert!(e.contains("signature does not verify"), "{e}");
+    ok(&[
+        "modules",
+        "index",
+        s(&m1),
+        s(&m2),
+        "--key",
+        s(&key),
+        "--out",
+        s(&index),
+    ]);
+    std::fs::copy(&m1, &m2).expect("swap the file");
+    ok(&[&["modules", "remove", "sailing"][..], &v].concat());
+    let e = refused(
+        &[
+            &[
+                "modules", "install", "sailing", "--index", &url, "--for", "alice",
+            ][..],
+            &v,
+        ]
+        .concat(),
+    );
+    assert!(e.contains("does not match the index"), "{e}");
+    assert!(ok(&[&["modules", "list"][..], &v].concat()).contains("no modules installed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -229,3 +229,90 @@ fn a_pack_carries_kv_blocks_into_another_users_cube_of_the_same_vault() {
     drop(rt);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn chat_answers_from_a_sealed_module_installed_for_the_user() {
+    use memkern_core::time::Timestamp;
+    use memkern_runtime::modules::{self, Item, Manifest, Scope, seal};
+    let dir = temp_dir("module");
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
+    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let admin = rt.admin();
+    let (caroline, _) = rt.create_user(&admin, "caroline").expect("caroline");
+    let c = Principal::user(caroline.id);
+    // The publisher: a signed module, sealed to this device.
+    let key_path = dir.join("publisher.key");
+    let public = memkern_runtime::pack::generate_key(&key_path).expect("keygen");
+    let key = memkern_runtime::pack::load_key(&key_path).expect("key");
+    let manifest = Manifest {
+        id: "harbour".to_owned(),
+        name: "Harbour guide".to_owned(),
+        version: "1.0.0".to_owned(),
+        publisher: public.clone(),
+        licence: "CC-BY-4.0".to_owned(),
+        description: "The harbour's people and rules".to_owned(),
+        language: "en".to_owned(),
+    };
+    let items: Vec<Item> = [
+        "The harbour master is called Ortega.",
+        "The fuel dock opens at seven in the morning.",
+        "Kayaks must keep out of the ferry lane.",
+    ]
+    .iter()
+    .map(|t| Item {
+        text: (*t).to_owned(),
+        source: Some("harbour.md".to_owned()),
+        tags: Vec::new(),
+    })
+    .collect();
+    let (file, _) = modules::build_module(
+        &manifest,
+        Timestamp(1_700_000_000_000),
+        &items,
+        rt.embedder(),
+        &key,
+        |_| {},
+    )
+    .expect("build");
+    let sealed = seal::seal(&file, &seal::device_recipient(rt.dir()).expect("device")).expect("seal");
+    rt.trust_publisher(&admin, &public, "harbour office").expect("trust");
+    let r = rt
+        .install_module(&c, &sealed, &Scope::Users(vec![caroline.id]))
+        .expect("caroline installs it");
+    assert_eq!(r.embedded_here, 0, "the module's vectors are this embedder's");
+
+    let rt = Arc::new(rt);
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    let ask = || {
+        let mut req = ChatRequest::new("What is the harbour master called?");
+        req.remember = false;
+        assistant.chat(&c, &req).expect("chat over module memories")
+    };
+    let cold = ask();
+    eprintln!("module chat: {cold:#?}");
+    assert!(
+        cold.memories.iter().any(|m| m.text.contains("Ortega")),
+        "the module's memory reached the prompt"
+    );
+    assert!(cold.answer.contains("Ortega"), "{}", cold.answer);
+    let warm = ask();
+    assert!(warm.restored_tokens > 0, "the module's KV block was promoted");
+    assert_eq!(warm.answer, cold.answer);
+    drop(assistant);
+    // Removing the module takes its memories and the block derived from them.
+    let removed = rt.remove_module(&admin, "harbour").expect("remove");
+    assert_eq!(removed.memories, 3);
+    assert_eq!(rt.stats().expect("stats").snapshots, 0, "no block left");
+    let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
+    let after = assistant
+        .chat(&c, &ChatRequest::new("What is the harbour master called?"))
+        .expect("chat");
+    assert!(after.memories.iter().all(|m| !m.text.contains("Ortega")));
+    drop(assistant);
+    drop(rt);
+    let db = std::fs::read(dir.join("vault.redb")).expect("db");
+    assert!(!contains(&db, "Ortega"), "no residue of the removed module");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,6 +37,41 @@ pub enum ModulesCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Publisher: write a signed index of module files (`index.json` and
+    /// `index.json.sig`) to serve beside them from any web server.
+    Index {
+        /// The module files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The URL the files will be served under (default: relative,
+        /// beside the index).
+        #[arg(long, value_name = "URL", default_value = "")]
+        base_url: String,
+        /// The signing key (`memkern keys new FILE`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write `index.json` (the signature goes beside it).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Search the module indexes (`--index` or `[modules] index`).
+    Search {
+        /// Words of the id, name or description (none: everything).
+        #[arg(default_value = "")]
+        query: String,
+        /// An index URL (repeatable; default: `[modules] index`).
+        #[arg(long = "index", value_name = "URL")]
+        indexes: Vec<String>,
+    },
+    /// Install the newest versions the indexes offer of installed modules
+    /// (all, or one).
+    Update {
+        /// Only this module.
+        id: Option<String>,
+        /// An index URL (repeatable; default: `[modules] index`).
+        #[arg(long = "index", value_name = "URL")]
+        indexes: Vec<String>,
+    },
     /// Trust modules signed by this publisher key (administrator).
     Trust {
         /// The publisher's public key (64 hex digits, from `memkern keys`).
@@ -121,8 +156,13 @@ pub struct BuildArgs {
 /// Arguments of `memkern modules install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// The module file.
-    pub file: PathBuf,
+    /// A module file (sealed or not), or a module id to fetch from the
+    /// indexes.
+    #[arg(value_name = "FILE|ID")]
+    pub module: String,
+    /// An index URL (repeatable; default: `[modules] index`).
+    #[arg(long = "index", value_name = "URL")]
+    pub indexes: Vec<String>,
     /// Mount it for this user (repeatable; default: the `--as` user).
     #[arg(long = "for", value_name = "USER", conflicts_with = "global")]
     pub users: Vec<String>,

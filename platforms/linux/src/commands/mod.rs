@@ -52,6 +52,16 @@ pub fn run(command: Command) -> Result<()> {
             command: crate::cli::ModulesCommand::Seal { module, to, out },
             ..
         }) => modules::seal(&module, &to, &out),
+        Command::Modules(crate::cli::ModulesArgs {
+            command:
+                crate::cli::ModulesCommand::Index {
+                    files,
+                    base_url,
+                    key,
+                    out,
+                },
+            ..
+        }) => modules::index(&files, &base_url, &key, &out),
         // Vault commands: through a running serve, or on the vault here.
         ref c @ (Command::User(_)
         | Command::Cube(_)

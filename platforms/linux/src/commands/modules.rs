@@ -176,9 +176,41 @@ pub fn run(args: &ModulesArgs, cx: &mut Ctx<'_>) -> Result<()> {
     let (rt, who) = (&*cx.rt, cx.who);
     let json = args.vault.json;
     match &args.command {
-        ModulesCommand::Build(_) | ModulesCommand::Seal { .. } => {
-            bail!("`modules build` and `seal` need no vault and run here")
+        ModulesCommand::Build(_) | ModulesCommand::Seal { .. } | ModulesCommand::Index { .. } => {
+            bail!("`modules build`, `seal` and `index` need no vault and run here")
         }
+        ModulesCommand::Search { query, indexes } => {
+            let found = indexes_of(rt, indexes)?;
+            let mut rows = Vec::new();
+            for (url, index) in &found {
+                for e in index.search(query) {
+                    rows.push(serde_json::json!({
+                        "index": url, "id": e.id, "name": e.name, "version": e.version,
+                        "description": e.description, "publisher": e.publisher, "bytes": e.bytes
+                    }));
+                }
+            }
+            print(cx.out, json, &rows, |rows| {
+                if rows.is_empty() {
+                    "no module matches".to_owned()
+                } else {
+                    rows.iter()
+                        .map(|r| {
+                            format!(
+                                "{} {}  {}  ({} bytes)\n  {}",
+                                r["id"].as_str().unwrap_or(""),
+                                r["version"].as_str().unwrap_or(""),
+                                r["name"].as_str().unwrap_or(""),
+                                r["bytes"],
+                                r["description"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })
+        }
+        ModulesCommand::Update { id, indexes } => update(id.as_deref(), indexes, cx, json),
         ModulesCommand::Trust { key, name } => {
             let key = rt.trust_publisher(&who, key, name)?;
             print(
@@ -267,8 +299,25 @@ fn install(a: &InstallArgs, cx: &mut Ctx<'_>, json: bool) -> Result<()> {
     } else {
         Scope::Users(vec![who.user])
     };
-    let bytes =
-        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let path = std::path::Path::new(&a.module);
+    let bytes = if path.exists() {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+    } else if a.module.contains('/') || a.module.ends_with(".mkmod") {
+        bail!("no module file {}", path.display())
+    } else {
+        let found = indexes_of(rt, &a.indexes)?;
+        let (url, entry) = found
+            .iter()
+            .filter_map(|(url, i)| i.newest(&a.module).map(|e| (url, e)))
+            .max_by_key(|(_, e)| semver::Version::parse(&e.version).ok())
+            .with_context(|| {
+                format!(
+                    "no file {:?} here and no module {:?} in the indexes",
+                    a.module, a.module
+                )
+            })?;
+        download(url, entry, cx.local())?
+    };
     let r = rt.install_module(&who, &bytes, &scope)?;
     print(cx.out, json, &r, |r| {
         let verb = match r.action {
@@ -288,5 +337,180 @@ fn install(a: &InstallArgs, cx: &mut Ctx<'_>, json: bool) -> Result<()> {
             "{verb} {} {} ({} memories{embedded})",
             r.id, r.version, r.memories
         )
+    })
+}
+
+/// `memkern modules index`: no vault.
+pub fn index(
+    files: &[std::path::PathBuf],
+    base_url: &str,
+    key: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    let key = memkern_runtime::pack::load_key(key)?;
+    let mut loaded = Vec::with_capacity(files.len());
+    for f in files {
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no UTF-8 file name", f.display()))?
+            .to_owned();
+        loaded.push((
+            name,
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ));
+    }
+    let (json, sig) = modules::index::build_index(&loaded, base_url, &key)?;
+    let sig_path = signature_path(out);
+    std::fs::write(out, &json)
+        .and_then(|()| std::fs::write(&sig_path, format!("{sig}\n")))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "wrote {} ({} modules) and {}",
+        out.display(),
+        loaded.len(),
+        sig_path.display()
+    );
+    Ok(())
+}
+
+fn signature_path(index: &std::path::Path) -> std::path::PathBuf {
+    let mut s = index.as_os_str().to_owned();
+    s.push(".sig");
+    std::path::PathBuf::from(s)
+}
+
+/// Largest index or module download, bytes.
+const MAX_DOWNLOAD: u64 = 256 << 20;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+fn get(url: &str) -> Result<Vec<u8>> {
+    agent()
+        .get(url)
+        .call()
+        .with_context(|| format!("cannot fetch {url}"))?
+        .into_body()
+        .with_config()
+        .limit(MAX_DOWNLOAD)
+        .read_to_vec()
+        .with_context(|| format!("cannot read {url}"))
+}
+
+/// The indexes `urls` (or `[modules] index`), each verified against the
+/// trusted publishers.
+fn indexes_of(
+    rt: &memkern_runtime::Runtime,
+    urls: &[String],
+) -> Result<Vec<(String, modules::index::Index)>> {
+    let urls: Vec<String> = if urls.is_empty() {
+        rt.config().modules.index.clone()
+    } else {
+        urls.to_vec()
+    };
+    if urls.is_empty() {
+        bail!("no module index: pass --index URL or set [modules] index in memkern.toml");
+    }
+    let trusted: Vec<String> = rt.publishers()?.into_iter().map(|(k, _)| k).collect();
+    urls.into_iter()
+        .map(|url| {
+            let json = get(&url)?;
+            let sig = String::from_utf8(get(&format!("{url}.sig"))?)
+                .with_context(|| format!("{url}.sig is not text"))?;
+            let index = modules::index::open_index(&json, sig.trim(), &trusted)
+                .with_context(|| url.clone())?;
+            Ok((url, index))
+        })
+        .collect()
+}
+
+/// Downloads `entry` of the index at `index_url` with a progress bar and
+/// checks it (size, SHA-256, the module it claims) before returning it.
+fn download(index_url: &str, entry: &modules::index::IndexEntry, local: bool) -> Result<Vec<u8>> {
+    let url = modules::index::resolve_url(index_url, &entry.url);
+    let response = agent()
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot fetch {url}"))?;
+    let bar = if local {
+        ProgressBar::new(entry.bytes)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{} {}", entry.id, entry.version));
+    let mut bytes = Vec::with_capacity(usize::try_from(entry.bytes).unwrap_or(0).min(1 << 26));
+    let mut reader = bar.wrap_read(
+        response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_DOWNLOAD)
+            .reader(),
+    );
+    std::io::Read::read_to_end(&mut reader, &mut bytes)
+        .with_context(|| format!("cannot read {url}"))?;
+    bar.finish_and_clear();
+    modules::index::check_download(entry, &bytes)?;
+    Ok(bytes)
+}
+
+/// `memkern modules update [ID]`.
+fn update(id: Option<&str>, indexes: &[String], cx: &mut Ctx<'_>, json: bool) -> Result<()> {
+    let (rt, who) = (&*cx.rt, cx.who);
+    let installed: Vec<ModuleInfo> = rt
+        .modules(&who)?
+        .into_iter()
+        .filter(|m| id.is_none_or(|id| m.manifest.id == id))
+        .collect();
+    if let Some(id) = id
+        && installed.is_empty()
+    {
+        bail!("module {id} is not installed");
+    }
+    let found = indexes_of(rt, indexes)?;
+    let mut reports = Vec::new();
+    for m in &installed {
+        let current = semver::Version::parse(&m.manifest.version)?;
+        let newest = found
+            .iter()
+            .filter_map(|(url, i)| i.newest(&m.manifest.id).map(|e| (url, e)))
+            .filter(|(_, e)| semver::Version::parse(&e.version).is_ok_and(|v| v > current))
+            .max_by_key(|(_, e)| semver::Version::parse(&e.version).ok());
+        let Some((url, entry)) = newest else { continue };
+        let bytes = download(url, entry, cx.local())?;
+        let scope = if m.global {
+            Scope::Global
+        } else if who.role == memkern_core::governance::Role::Admin {
+            Scope::Users(m.users.clone())
+        } else {
+            Scope::Users(vec![who.user])
+        };
+        reports.push(rt.install_module(&who, &bytes, &scope)?);
+    }
+    print(cx.out, json, &reports, |r| {
+        if r.is_empty() {
+            "every module is up to date".to_owned()
+        } else {
+            r.iter()
+                .map(|r| {
+                    format!(
+                        "updated {} from {} to {}",
+                        r.id,
+                        r.previous.as_deref().unwrap_or("?"),
+                        r.version
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
     })
 }

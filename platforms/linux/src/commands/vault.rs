@@ -39,7 +39,9 @@ fn vault_args(command: &Command) -> Option<&VaultArgs> {
         Command::Modules(a)
             if !matches!(
                 a.command,
-                ModulesCommand::Build(_) | ModulesCommand::Seal { .. }
+                ModulesCommand::Build(_)
+                    | ModulesCommand::Seal { .. }
+                    | ModulesCommand::Index { .. }
             ) =>
         {
             &a.vault
@@ -170,7 +172,13 @@ fn rebase(command: &mut Command, cwd: &Path) {
         Command::Modules(ModulesArgs {
             command: ModulesCommand::Install(a),
             ..
-        }) => join(&mut a.file),
+        }) => {
+            // A file relative to the client's directory; an id stays one.
+            let there = cwd.join(&a.module);
+            if std::path::Path::new(&a.module).is_relative() && there.exists() {
+                a.module = there.to_string_lossy().into_owned();
+            }
+        }
         _ => {}
     }
 }

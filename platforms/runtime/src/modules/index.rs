@@ -98,8 +98,8 @@ pub fn build_index(
 /// Verifies index `json` against its detached `signature` (hex) and
 /// parses it. The signer must be one of `trusted` (hex keys).
 pub fn open_index(json: &[u8], signature: &str, trusted: &[String]) -> Result<Index> {
-    let index: Index = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("not an index: {e}")))?;
+    let index: Index =
+        serde_json::from_slice(json).map_err(|e| bad(format!("not an index: {e}")))?;
     if index.format != FORMAT {
         return Err(bad(format!(
             "format {:?}, this build reads {FORMAT:?}",
@@ -112,7 +112,10 @@ pub fn open_index(json: &[u8], signature: &str, trusted: &[String]) -> Result<In
         .map_err(|_| bad("the signer is not a valid ed25519 key"))?
         .verify(json, &Signature::from_bytes(&sig))
         .map_err(|_| bad("the signature does not verify: the index was changed or damaged"))?;
-    if !trusted.iter().any(|t| t.eq_ignore_ascii_case(&index.signer)) {
+    if !trusted
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&index.signer))
+    {
         return Err(bad(format!(
             "signed by {}, which this device does not trust (`memkern modules trust {}` if you do)",
             index.signer, index.signer
@@ -184,7 +187,10 @@ pub fn check_download(entry: &IndexEntry, bytes: &[u8]) -> Result<()> {
         decode_module(bytes)?
     };
     let m = body.manifest;
-    if m.id != entry.id || m.version != entry.version || !m.publisher.eq_ignore_ascii_case(&entry.publisher) {
+    if m.id != entry.id
+        || m.version != entry.version
+        || !m.publisher.eq_ignore_ascii_case(&entry.publisher)
+    {
         return Err(bad(format!(
             "the file is {} {} by {}, the index promised {} {} by {}",
             m.id, m.version, m.publisher, entry.id, entry.version, entry.publisher
