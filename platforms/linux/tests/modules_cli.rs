@@ -432,3 +432,61 @@ fn modules_are_found_installed_and_updated_from_a_signed_index_over_http() {
     assert!(ok(&[&["modules", "list"][..], &v].concat()).contains("no modules installed"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn memkerns_own_manual_is_a_module_that_answers_how_to_share_a_cube() {
+    let dir = temp_dir("manual");
+    let vault = dir.join("vault");
+    let v = ["--data-dir", s(&vault), "--no-embed"];
+    let key = dir.join("publisher.key");
+    let public = ok(&["keys", "new", s(&key)]);
+    let public = public.trim().trim_start_matches("public key: ").to_owned();
+    let manual = dir.join("manual.mkmod");
+    let out = ok(&[
+        "modules",
+        "manual",
+        "--key",
+        s(&key),
+        "--out",
+        s(&manual),
+        "--no-vectors",
+    ]);
+    assert!(out.contains("built memkern-manual"), "{out}");
+    ok(&[&["modules", "trust", &public][..], &v].concat());
+    ok(&[&["user", "add", "bob"][..], &v].concat());
+    ok(&[&["modules", "install", s(&manual), "--global"][..], &v].concat());
+    let hits = ok(&[
+        &[
+            "search",
+            "how do I share a cube with bob",
+            "-k",
+            "3",
+            "--as",
+            "bob",
+        ][..],
+        &v,
+    ]
+    .concat());
+    assert!(hits.contains("module memkern-manual"), "{hits}");
+    assert!(
+        hits.contains("cube share"),
+        "the answer is in the top 3: {hits}"
+    );
+    let help = ok(&[
+        &[
+            "search",
+            "modules seal recipient device",
+            "-k",
+            "5",
+            "--as",
+            "bob",
+        ][..],
+        &v,
+    ]
+    .concat());
+    assert!(
+        help.contains("--help"),
+        "the --help texts are in it: {help}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -276,12 +276,17 @@ fn chat_answers_from_a_sealed_module_installed_for_the_user() {
         |_| {},
     )
     .expect("build");
-    let sealed = seal::seal(&file, &seal::device_recipient(rt.dir()).expect("device")).expect("seal");
-    rt.trust_publisher(&admin, &public, "harbour office").expect("trust");
+    let sealed =
+        seal::seal(&file, &seal::device_recipient(rt.dir()).expect("device")).expect("seal");
+    rt.trust_publisher(&admin, &public, "harbour office")
+        .expect("trust");
     let r = rt
         .install_module(&c, &sealed, &Scope::Users(vec![caroline.id]))
         .expect("caroline installs it");
-    assert_eq!(r.embedded_here, 0, "the module's vectors are this embedder's");
+    assert_eq!(
+        r.embedded_here, 0,
+        "the module's vectors are this embedder's"
+    );
 
     let rt = Arc::new(rt);
     let assistant = Assistant::new(rt.clone(), llm()).expect("assistant");
@@ -298,7 +303,10 @@ fn chat_answers_from_a_sealed_module_installed_for_the_user() {
     );
     assert!(cold.answer.contains("Ortega"), "{}", cold.answer);
     let warm = ask();
-    assert!(warm.restored_tokens > 0, "the module's KV block was promoted");
+    assert!(
+        warm.restored_tokens > 0,
+        "the module's KV block was promoted"
+    );
     assert_eq!(warm.answer, cold.answer);
     drop(assistant);
     // Removing the module takes its memories and the block derived from them.

@@ -37,6 +37,20 @@ pub enum ModulesCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Build memkern's own manual as a module (README, ARCHITECTURE, the
+    /// cube format and every command's --help, as built into this binary):
+    /// `memkern chat "how do I share a cube with bob?"` then answers from it.
+    Manual {
+        /// The signing key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write the module.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Leave the memories without embeddings (the installer embeds them).
+        #[arg(long)]
+        no_vectors: bool,
+    },
     /// Publisher: write a signed index of module files (`index.json` and
     /// `index.json.sig`) to serve beside them from any web server.
     Index {

@@ -62,6 +62,15 @@ pub fn run(command: Command) -> Result<()> {
                 },
             ..
         }) => modules::index(&files, &base_url, &key, &out),
+        Command::Modules(crate::cli::ModulesArgs {
+            command:
+                crate::cli::ModulesCommand::Manual {
+                    key,
+                    out,
+                    no_vectors,
+                },
+            vault,
+        }) => modules::manual(&key, &out, no_vectors || vault.no_embed),
         // Vault commands: through a running serve, or on the vault here.
         ref c @ (Command::User(_)
         | Command::Cube(_)

@@ -73,6 +73,66 @@ pub fn seal(module: &std::path::Path, to: &str, out: &std::path::Path) -> Result
     Ok(())
 }
 
+/// The manual's documents, as built into this binary.
+const MANUAL_DOCS: [(&str, &str); 3] = [
+    ("README.md", include_str!("../../../../README.md")),
+    (
+        "ARCHITECTURE.md",
+        include_str!("../../../../ARCHITECTURE.md"),
+    ),
+    ("FORMAT.md", include_str!("../../../../core/FORMAT.md")),
+];
+
+/// Every command's `--help` (long form), depth first.
+fn help_texts(cmd: &mut clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+    let name = if path.is_empty() {
+        cmd.get_name().to_owned()
+    } else {
+        format!("{path} {}", cmd.get_name())
+    };
+    out.push((name.clone(), cmd.render_long_help().to_string()));
+    for sub in cmd.get_subcommands_mut() {
+        if sub.get_name() != "help" {
+            help_texts(sub, &name, out);
+        }
+    }
+}
+
+/// `memkern modules manual`: memkern's own documentation as a module.
+pub fn manual(key: &std::path::Path, out: &std::path::Path, no_vectors: bool) -> Result<()> {
+    use clap::CommandFactory;
+    let mut items = Vec::new();
+    for (name, text) in MANUAL_DOCS {
+        items.extend(modules::chunk_file(name, text));
+    }
+    let mut helps = Vec::new();
+    help_texts(&mut crate::cli::Cli::command(), "", &mut helps);
+    for (command, text) in helps {
+        let mut chunk = modules::chunk_file("--help", &format!("# `{command}`\n\n{text}"));
+        for item in &mut chunk {
+            item.source = Some(format!("{command} --help"));
+        }
+        items.extend(chunk);
+    }
+    let args = BuildArgs {
+        from_dir: None,
+        from_json: None,
+        id: "memkern-manual".to_owned(),
+        name: Some("memkern manual".to_owned()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        licence: env!("CARGO_PKG_LICENSE").to_owned(),
+        description:
+            "How to use memkern: README, ARCHITECTURE, the cube format and every command's --help"
+                .to_owned(),
+        language: "en".to_owned(),
+        released: None,
+        key: key.to_path_buf(),
+        out: out.to_path_buf(),
+        no_vectors,
+    };
+    build_items(&args, items, no_vectors, false)
+}
+
 /// `memkern modules build`: no vault, only the embedder.
 pub fn build(args: &BuildArgs, no_embed: bool, json: bool) -> Result<()> {
     let items = match (&args.from_dir, &args.from_json) {
@@ -82,6 +142,15 @@ pub fn build(args: &BuildArgs, no_embed: bool, json: bool) -> Result<()> {
         )?,
         (None, None) => bail!("give --from-dir DIR or --from-json FILE"),
     };
+    build_items(args, items, no_embed, json)
+}
+
+fn build_items(
+    args: &BuildArgs,
+    items: Vec<modules::Item>,
+    no_embed: bool,
+    json: bool,
+) -> Result<()> {
     let key = memkern_runtime::pack::load_key(&args.key)?;
     let publisher: String = key
         .verifying_key()
@@ -176,7 +245,10 @@ pub fn run(args: &ModulesArgs, cx: &mut Ctx<'_>) -> Result<()> {
     let (rt, who) = (&*cx.rt, cx.who);
     let json = args.vault.json;
     match &args.command {
-        ModulesCommand::Build(_) | ModulesCommand::Seal { .. } | ModulesCommand::Index { .. } => {
+        ModulesCommand::Build(_)
+        | ModulesCommand::Seal { .. }
+        | ModulesCommand::Index { .. }
+        | ModulesCommand::Manual { .. } => {
             bail!("`modules build`, `seal` and `index` need no vault and run here")
         }
         ModulesCommand::Search { query, indexes } => {

@@ -42,6 +42,7 @@ fn vault_args(command: &Command) -> Option<&VaultArgs> {
                 ModulesCommand::Build(_)
                     | ModulesCommand::Seal { .. }
                     | ModulesCommand::Index { .. }
+                    | ModulesCommand::Manual { .. }
             ) =>
         {
             &a.vault

@@ -16,7 +16,7 @@ mod install;
 pub(crate) mod manifest;
 pub mod seal;
 
-pub use build::{BuildReport, Item, build_module, items_from_dir, items_from_json};
+pub use build::{BuildReport, Item, build_module, chunk_file, items_from_dir, items_from_json};
 pub use install::{InstallAction, InstallReport, ModuleInfo, RemoveReport, Scope};
 pub use manifest::{MAX_DESCRIPTION, MAX_FIELD, Manifest};
 
