@@ -383,6 +383,13 @@ fn modules_are_found_installed_and_updated_from_a_signed_index_over_http() {
     );
     let hits = ok(&[&["search", "bowline loop", "--as", "alice"][..], &v].concat());
     assert!(hits.contains("module sailing"), "{hits}");
+    // Straight from a URL (no index): the signature still decides.
+    let direct = url.replace("index.json", "sailing-1.0.0.mkmod");
+    let again = ok(&[&["modules", "install", &direct, "--for", "alice"][..], &v].concat());
+    assert!(again.contains("already installed"), "{again}");
+    let missing = url.replace("index.json", "nothing.mkmod");
+    let e = refused(&[&["modules", "install", &missing, "--for", "alice"][..], &v].concat());
+    assert!(e.contains("cannot fetch"), "{e}");
     let same = ok(&[&["modules", "update", "--index", &url][..], &v].concat());
     assert!(same.contains("up to date"), "{same}");
 

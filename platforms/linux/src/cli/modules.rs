@@ -170,9 +170,9 @@ pub struct BuildArgs {
 /// Arguments of `memkern modules install`.
 #[derive(Args, Debug)]
 pub struct InstallArgs {
-    /// A module file (sealed or not), or a module id to fetch from the
-    /// indexes.
-    #[arg(value_name = "FILE|ID")]
+    /// A module file (sealed or not), its http(s) URL, or a module id to
+    /// fetch from the indexes.
+    #[arg(value_name = "FILE|URL|ID")]
     pub module: String,
     /// An index URL (repeatable; default: `[modules] index`).
     #[arg(long = "index", value_name = "URL")]

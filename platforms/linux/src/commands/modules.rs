@@ -372,7 +372,11 @@ fn install(a: &InstallArgs, cx: &mut Ctx<'_>, json: bool) -> Result<()> {
         Scope::Users(vec![who.user])
     };
     let path = std::path::Path::new(&a.module);
-    let bytes = if path.exists() {
+    let bytes = if a.module.starts_with("http://") || a.module.starts_with("https://") {
+        // No index vouches for its checksum: the signature, the trusted
+        // publisher and (if sealed) this device's key still decide.
+        get(&a.module)?
+    } else if path.exists() {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
     } else if a.module.contains('/') || a.module.ends_with(".mkmod") {
         bail!("no module file {}", path.display())
