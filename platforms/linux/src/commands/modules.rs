@@ -12,6 +12,11 @@ use super::ctx::Ctx;
 use super::memory::print;
 use crate::cli::{BuildArgs, InstallArgs, KeysCommand, ModulesArgs, ModulesCommand};
 
+/// A public key as lowercase hex (what others trust).
+fn public_hex(public: &[u8]) -> String {
+    public.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `memkern keys new|show`.
 pub fn keys(command: &KeysCommand) -> Result<()> {
     match command {
@@ -30,12 +35,7 @@ pub fn keys(command: &KeysCommand) -> Result<()> {
         }
         KeysCommand::Show { file } => {
             let key = memkern_runtime::pack::load_key(file)?;
-            let public: String = key
-                .verifying_key()
-                .as_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let public = public_hex(key.verifying_key().as_bytes());
             println!("public key: {public}");
         }
     }
@@ -152,12 +152,7 @@ fn build_items(
     json: bool,
 ) -> Result<()> {
     let key = memkern_runtime::pack::load_key(&args.key)?;
-    let publisher: String = key
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let publisher = public_hex(key.verifying_key().as_bytes());
     let manifest = Manifest {
         id: args.id.clone(),
         name: args.name.clone().unwrap_or_else(|| args.id.clone()),
