@@ -11,7 +11,11 @@
 //!
 //! Prints: build time and file size (bytes per memory), install time
 //! (module) beside import time (pack into a cube), search p50/p95 over the
-//! module beside over the cube, and peak RSS.
+//! module beside over the cube, and peak RSS. Then (`MODULE_KV_QUESTIONS`,
+//! default 12; 0 skips it) chat TTFT over a module of README chunks that
+//! ships a KV block per memory for SmolLM2 (`--kv-model`), beside the same
+//! module without them, alternating, promotion off in both: what shipped
+//! blocks save on turns whose memories were never asked about before.
 
 use std::time::Instant;
 
@@ -142,6 +146,7 @@ fn main() -> Result<()> {
         Timestamp(1_700_000_000_000),
         &items,
         Some(&*embedder),
+        &modules::Extras::default(),
         &key,
         |_| {},
     )?;
@@ -230,6 +235,119 @@ fn main() -> Result<()> {
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS {rss:.0} MiB");
     }
+    let questions = env("MODULE_KV_QUESTIONS", 12);
+    if questions > 0 {
+        shipped_blocks(&dir, &key_path, &public, questions)?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// First-turn TTFT with and without the module's shipped KV blocks.
+fn shipped_blocks(
+    dir: &std::path::Path,
+    key_path: &std::path::Path,
+    public: &str,
+    questions: usize,
+) -> Result<()> {
+    let key = &pack::load_key(key_path)?;
+    use memkern_models::fetch::{ModelCache, SMOLLM2_135M_Q4_1};
+    use memkern_models::{Llm, llama::Backend};
+    use memkern_runtime::{Assistant, ChatRequest};
+    let files = ModelCache::from_env()?.ensure(&SMOLLM2_135M_Q4_1)?;
+    let gguf = files.gguf().ok_or("no GGUF")?;
+    let items: Vec<Item> = modules::chunk_file("README.md", include_str!("../../README.md"))
+        .into_iter()
+        .take(questions)
+        .collect();
+    let manifest = Manifest {
+        id: "readme".to_owned(),
+        name: "README".to_owned(),
+        version: "1.0.0".to_owned(),
+        publisher: public.to_owned(),
+        licence: "MIT".to_owned(),
+        description: String::new(),
+        language: "en".to_owned(),
+    };
+    let embedder = memkern_runtime::embed::load_default()?;
+    let llm = Llm::load(gguf, Backend::Cpu)?;
+    let t = Instant::now();
+    let extras = modules::Extras {
+        kv_models: vec![&llm],
+        adapters: Vec::new(),
+    };
+    let released = Timestamp(1_700_000_000_000);
+    let (with_kv, r) = modules::build_module(
+        &manifest,
+        released,
+        &items,
+        Some(&*embedder),
+        &extras,
+        key,
+        |_| {},
+    )?;
+    let kv_build_s = t.elapsed().as_secs_f64();
+    let (plain, plain_r) = modules::build_module(
+        &manifest,
+        released,
+        &items,
+        Some(&*embedder),
+        &modules::Extras::default(),
+        key,
+        |_| {},
+    )?;
+    drop(llm);
+    let assistant = |name: &str, file: &[u8]| -> Result<(Assistant, Principal)> {
+        let mut config = Config::default();
+        config.scheduler.promote_min_uses = 1e9; // first turns only
+        let (rt, _) = Runtime::open(
+            dir.join(name),
+            config,
+            Some(memkern_runtime::embed::load_default()?),
+        )?;
+        let (alice, _) = rt.create_user(&rt.admin(), "alice")?;
+        rt.trust_publisher(&rt.admin(), public, "bench")?;
+        rt.install_module(&rt.admin(), file, &Scope::Users(vec![alice.id]))?;
+        let llm = Llm::load(gguf, Backend::Cpu)?;
+        Ok((
+            Assistant::new(std::sync::Arc::new(rt), llm)?,
+            Principal::user(alice.id),
+        ))
+    };
+    let (kv, alice) = assistant("kv", &with_kv)?;
+    let (text, alice2) = assistant("text", &plain)?;
+    let (mut kv_ms, mut text_ms, mut restored) = (Vec::new(), Vec::new(), 0);
+    for item in &items {
+        let q: String = item
+            .text
+            .split_whitespace()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut req = ChatRequest::new(format!("What does this say: {q}?"));
+        req.remember = false;
+        req.max_tokens = 1;
+        let a = kv.chat(&alice, &req)?;
+        restored += a.restored_tokens;
+        kv_ms.push(a.ttft_ms);
+        text_ms.push(text.chat(&alice2, &req)?.ttft_ms);
+    }
+    kv_ms.sort_by(f64::total_cmp);
+    text_ms.sort_by(f64::total_cmp);
+    println!(
+        "shipped KV blocks, {} README chunks, SmolLM2-135M Q4_1: build {kv_build_s:.1} s, file {} bytes vs {} without ({} blocks)",
+        items.len(),
+        r.bytes,
+        plain_r.bytes,
+        r.kv_blocks
+    );
+    println!(
+        "first-turn TTFT p50: with shipped blocks {:.0} ms vs text only {:.0} ms   ratio {:.2}   ({} tokens restored in {} turns)",
+        pct(&kv_ms, 0.5),
+        pct(&text_ms, 0.5),
+        pct(&kv_ms, 0.5) / pct(&text_ms, 0.5),
+        restored,
+        items.len()
+    );
     Ok(())
 }

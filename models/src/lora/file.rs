@@ -157,44 +157,14 @@ impl Adapter {
         model: &LlamaConfig,
         device: &Device,
     ) -> Result<Self, LoraError> {
-        let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| LoraError::Format(format!("not a safetensors file: {e}")))?;
-        let kv = meta
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| LoraError::Format("no metadata".into()))?;
-        let get = |k: &str| {
-            kv.get(k)
-                .map(String::as_str)
-                .ok_or_else(|| LoraError::Format(format!("metadata lacks {k:?}")))
-        };
-        if get("format")? != FORMAT {
-            return Err(LoraError::Format(format!(
-                "format {:?} is not {FORMAT:?}",
-                get("format")?
-            )));
-        }
-        if get("version")? != VERSION {
-            return Err(LoraError::Format(format!(
-                "version {:?} is not supported (expected {VERSION})",
-                get("version")?
-            )));
-        }
-        let found = Fingerprint::from_hex(get("base_model")?)
-            .ok_or_else(|| LoraError::Format("base_model is not 32 hex digits".into()))?;
+        let (found, config) = read_header(bytes)?;
         if found != base {
             return Err(LoraError::BaseMismatch {
                 expected: base,
                 found,
             });
         }
-        let rank: usize = get("rank")?
-            .parse()
-            .map_err(|_| LoraError::Format("rank is not a number".into()))?;
-        let alpha: f32 = get("alpha")?
-            .parse()
-            .map_err(|_| LoraError::Format("alpha is not a number".into()))?;
-        let config = LoraConfig::new(rank, alpha, parse_targets(get("targets")?)?)?;
+        let rank = config.rank();
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| LoraError::Format(format!("not a safetensors file: {e}")))?;
         let read = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>, LoraError> {
@@ -267,18 +237,7 @@ impl Adapter {
     /// payload: base-model fingerprint, format, rank, alpha, targets and
     /// the blob reference (SHA-256 and size).
     pub fn parametric_payload(&self, file: &[u8]) -> Parametric {
-        let c = self.config();
-        Parametric {
-            base_model: ids::Fingerprint(self.base().0),
-            format: AdapterFormat::SafetensorsLora,
-            rank: u16::try_from(c.rank()).unwrap_or(u16::MAX),
-            alpha: c.alpha(),
-            targets: c.targets(),
-            blob: BlobRef {
-                digest: BlobDigest(Sha256::digest(file).into()),
-                size: file.len() as u64,
-            },
-        }
+        payload(self.base(), self.config(), file)
     }
 
     /// Loads the adapter a Parametric cube names from its blob `file`.
@@ -346,5 +305,67 @@ impl Adapter {
             w.tensor_f32(&format!("{name}.lora_b"), &[r, o as u64], &b);
         }
         Ok(w.finish())
+    }
+}
+
+/// The base model and configuration a memkern adapter file names in its
+/// metadata (format and version checked; tensors not read).
+fn read_header(bytes: &[u8]) -> Result<(Fingerprint, LoraConfig), LoraError> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| LoraError::Format(format!("not a safetensors file: {e}")))?;
+    let kv = meta
+        .metadata()
+        .as_ref()
+        .ok_or_else(|| LoraError::Format("no metadata".into()))?;
+    let get = |k: &str| {
+        kv.get(k)
+            .map(String::as_str)
+            .ok_or_else(|| LoraError::Format(format!("metadata lacks {k:?}")))
+    };
+    if get("format")? != FORMAT {
+        return Err(LoraError::Format(format!(
+            "format {:?} is not {FORMAT:?}",
+            get("format")?
+        )));
+    }
+    if get("version")? != VERSION {
+        return Err(LoraError::Format(format!(
+            "version {:?} is not supported (expected {VERSION})",
+            get("version")?
+        )));
+    }
+    let found = Fingerprint::from_hex(get("base_model")?)
+        .ok_or_else(|| LoraError::Format("base_model is not 32 hex digits".into()))?;
+    let rank: usize = get("rank")?
+        .parse()
+        .map_err(|_| LoraError::Format("rank is not a number".into()))?;
+    let alpha: f32 = get("alpha")?
+        .parse()
+        .map_err(|_| LoraError::Format("alpha is not a number".into()))?;
+    Ok((
+        found,
+        LoraConfig::new(rank, alpha, parse_targets(get("targets")?)?)?,
+    ))
+}
+
+/// The Parametric-cube payload of adapter file `file`, from its metadata
+/// alone: exists so a module can ship an adapter without loading its base
+/// model (the shapes are checked against the model where it is applied).
+pub fn parametric_of_file(file: &[u8]) -> Result<Parametric, LoraError> {
+    let (base, c) = read_header(file)?;
+    Ok(payload(base, &c, file))
+}
+
+fn payload(base: Fingerprint, c: &LoraConfig, file: &[u8]) -> Parametric {
+    Parametric {
+        base_model: ids::Fingerprint(base.0),
+        format: AdapterFormat::SafetensorsLora,
+        rank: u16::try_from(c.rank()).unwrap_or(u16::MAX),
+        alpha: c.alpha(),
+        targets: c.targets(),
+        blob: BlobRef {
+            digest: BlobDigest(Sha256::digest(file).into()),
+            size: file.len() as u64,
+        },
     }
 }

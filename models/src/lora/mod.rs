@@ -34,7 +34,7 @@ mod train;
 pub use adapter::{Adapter, LayerLora, LoraConfig, LoraPair, Target};
 pub use anchor::{ANCHOR_QUESTIONS, ANCHOR_TEXTS, Anchor, standard_anchors};
 pub use error::LoraError;
-pub use file::{FORMAT, MAX_FILE, VERSION, parse_targets, targets_string};
+pub use file::{FORMAT, MAX_FILE, VERSION, parametric_of_file, parse_targets, targets_string};
 pub use train::{Example, StepLoss, TrainConfig, Trainer, mean_answer_nll, remove_checkpoint};
 
 use sha2::{Digest, Sha256};

@@ -145,12 +145,33 @@ fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
         "# Lights\n\nThe red navigation light is on the port side; port wine is red.\n",
     )
     .expect("write");
+    // 1.1.0 ships a KV block of each memory for SmolLM2.
+    let model = memkern_models::fetch::ModelCache::from_env()
+        .and_then(|c| c.ensure(&memkern_models::fetch::SMOLLM2_135M_Q4_1))
+        .expect("SmolLM2 fetched");
+    let gguf = model.gguf().expect("gguf").to_path_buf();
     let m2 = dir.join("sailing-2.mkmod");
-    build(&["--from-dir", s(&docs)], &key, "1.1.0", &m2);
+    let out = build(
+        &["--from-dir", s(&docs), "--kv-model", s(&gguf)],
+        &key,
+        "1.1.0",
+        &m2,
+    );
+    assert!(out.contains("2 memories, 2 KV blocks"), "{out}");
     let again = ok(&[&["modules", "install", s(&m1), "--for", "alice"][..], &v].concat());
     assert!(again.contains("already installed"), "{again}");
     let out = ok(&[&["modules", "install", s(&m2), "--for", "bob"][..], &v].concat());
     assert!(out.contains("updated from 1.0.0 to sailing 1.1.0"), "{out}");
+    assert!(
+        out.contains("2 KV blocks (") && out.contains("no model loaded here"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(vault.join("blobs"))
+            .expect("blobs")
+            .count(),
+        2
+    );
     let e = refused(&[&["modules", "install", s(&m1), "--for", "bob"][..], &v].concat());
     assert!(e.contains("older"), "{e}");
     for user in ["alice", "bob"] {
@@ -170,6 +191,13 @@ fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
     assert!(ok(&[&["modules", "list"][..], &v].concat()).contains("no modules installed"));
     let db = std::fs::read(vault.join("vault.redb")).expect("db");
     assert!(!db.windows(9).any(|w| w == b"port wine"), "no residue");
+    assert_eq!(
+        std::fs::read_dir(vault.join("blobs"))
+            .expect("blobs")
+            .count(),
+        0,
+        "the KV blocks' blobs went with the module"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -48,11 +48,34 @@ pub const SNAPSHOT_DTYPE: KvDtype = KvDtype::F16;
 
 /// A memory as the prompt shows it: its date (the event's, so relative
 /// words such as "yesterday" in the text have an anchor) and its text.
-fn memory_line(text: &str, time: memkern_core::time::Timestamp) -> String {
+pub(crate) fn memory_line(text: &str, time: memkern_core::time::Timestamp) -> String {
     match chrono::DateTime::from_timestamp_millis(time.0) {
         Some(d) => format!("- [{}] {text}\n", d.format("%-d %B %Y")),
         None => format!("- {text}\n"),
     }
+}
+
+/// The KV block of the prompt prefix *system header + the lines of
+/// `memories`* (text and event time, in prompt order) on `llm`: exactly
+/// what a turn saves when it promotes them, made ahead of use (a module
+/// build ships such blocks for the models it names).
+pub(crate) fn prefix_snapshot(
+    llm: &Llm,
+    memories: &[(&str, memkern_core::time::Timestamp)],
+) -> Result<Snapshot> {
+    let tok = llm.tokenizer();
+    let mut ids = tok.encode(SYSTEM_HEADER).map_err(llm_err)?;
+    for (text, time) in memories {
+        ids.extend(
+            tok.encode_literal(&memory_line(text, *time))
+                .map_err(llm_err)?,
+        );
+    }
+    let mut session = llm.session();
+    session.prefill(&ids).map_err(llm_err)?;
+    session
+        .snapshot(0..ids.len(), SnapshotOptions::dtype(SNAPSHOT_DTYPE))
+        .map_err(llm_err)
 }
 
 /// Most candidates one turn considers.
@@ -277,6 +300,54 @@ struct State {
     stats: ChatStats,
     /// Loaded parametric adapters: user → (Parametric cube, adapter).
     adapters: HashMap<UserId, (CubeId, Arc<Adapter>)>,
+    /// Adapters installed modules ship for this model: (the module's
+    /// namespace, the Parametric cube), in namespace order.
+    module_adapters: ModuleAdapters,
+    /// The runtime's derived epoch `blocks` and `module_adapters` were
+    /// read at.
+    epoch: u64,
+}
+
+/// Adapters modules ship: (the module's namespace, the Parametric cube).
+type ModuleAdapters = Vec<(NamespaceId, CubeId)>;
+
+/// The KV blocks of model `model` and the adapters installed modules
+/// ship for it, as the vault holds them now.
+fn scan_derived(
+    rt: &Runtime,
+    model: memkern_models::Fingerprint,
+) -> Result<(Vec<Block>, ModuleAdapters)> {
+    let mut blocks = Vec::new();
+    let mut adapters = Vec::new();
+    let cubes = rt.vault().cubes()?;
+    for (id, bytes) in cubes {
+        let Ok(c) = cube::decode_owned(&bytes) else {
+            continue;
+        };
+        match &c.payload {
+            Payload::Activation(a)
+                if a.model.0 == model.0 && !c.meta.provenance.parents.is_empty() =>
+            {
+                blocks.push(Block {
+                    cube: id,
+                    digest: a.blob.digest,
+                    bytes: a.blob.size,
+                    members: c.meta.provenance.parents.iter().copied().collect(),
+                });
+            }
+            Payload::Parametric(p)
+                if p.base_model.0 == model.0
+                    && rt
+                        .namespace_row(c.meta.namespace)
+                        .is_ok_and(|n| n.mount.is_some()) =>
+            {
+                adapters.push((c.meta.namespace, id));
+            }
+            _ => {}
+        }
+    }
+    adapters.sort_unstable_by_key(|(ns, _)| ns.0);
+    Ok((blocks, adapters))
 }
 
 /// The assistant: a runtime plus the LLM, answering one turn at a time.
@@ -475,23 +546,9 @@ struct Prompt {
 impl Assistant {
     /// Joins `rt` and `llm`; finds the snapshots already in the vault.
     pub fn new(rt: Arc<Runtime>, llm: Llm) -> Result<Assistant> {
-        let mut blocks = Vec::new();
-        for (id, bytes) in rt.vault().cubes()? {
-            let Ok(c) = cube::decode_owned(&bytes) else {
-                continue;
-            };
-            if let Payload::Activation(a) = &c.payload
-                && a.model.0 == llm.fingerprint().0
-                && !c.meta.provenance.parents.is_empty()
-            {
-                blocks.push(Block {
-                    cube: id,
-                    digest: a.blob.digest,
-                    bytes: a.blob.size,
-                    members: c.meta.provenance.parents.iter().copied().collect(),
-                });
-            }
-        }
+        rt.set_llm_model(memkern_core::ids::Fingerprint(llm.fingerprint().0));
+        let epoch = rt.derived_epoch();
+        let (blocks, module_adapters) = scan_derived(&rt, llm.fingerprint())?;
         let stats = rt.chat_stats()?;
         Ok(Assistant {
             rt,
@@ -501,6 +558,8 @@ impl Assistant {
                 resident: HashMap::new(),
                 stats,
                 adapters: HashMap::new(),
+                module_adapters,
+                epoch,
             }),
         })
     }
@@ -637,6 +696,17 @@ impl Assistant {
 
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
+        let epoch = self.rt.derived_epoch();
+        if epoch != state.epoch {
+            // A module or pack brought or took KV blocks or adapters.
+            let (blocks, adapters) = scan_derived(&self.rt, state.llm.fingerprint())?;
+            state
+                .resident
+                .retain(|c, _| blocks.iter().any(|b| b.cube == *c));
+            state.blocks = blocks;
+            state.module_adapters = adapters;
+            state.epoch = epoch;
+        }
         let adapter = self.adapter_of(state, who.user);
         // KV blocks belong to one model: a turn with the user's adapter
         // neither restores base-model blocks nor saves adapted ones.
@@ -658,11 +728,20 @@ impl Assistant {
         // The stored block covering most of the hits (members must all be
         // hits, so a restore never brings in a memory the caller may not
         // read or that no longer exists).
+        // Among equal ones, the block of the best-ranked hit (its members
+        // lead the prompt).
+        let rank = |b: &Block| {
+            hits.iter()
+                .position(|h| {
+                    CubeId::from_hex(&h.memory.cube).is_some_and(|c| b.members.contains(&c))
+                })
+                .unwrap_or(usize::MAX)
+        };
         let block = state
             .blocks
             .iter()
             .filter(|b| snapshots && b.members.iter().all(|m| lines.contains_key(m)))
-            .max_by_key(|b| b.members.len())
+            .max_by_key(|b| (b.members.len(), std::cmp::Reverse(rank(b))))
             .cloned();
         let mut candidates = self.candidates(state, &hits, &lines, block.as_ref(), snapshots, now);
         let mut b = budgets.budgets();
@@ -840,21 +919,31 @@ impl Assistant {
         })
     }
 
-    /// `user`'s live adapter (cached by Parametric cube; reloaded when the
-    /// user's adapter changed, forgotten when it was dropped). An adapter
+    /// `user`'s live adapter — their own, else one a module mounted for
+    /// them ships for this model (cached by Parametric cube; reloaded when
+    /// it changed, forgotten when it was dropped). An adapter
     /// that fails its checks is skipped with a warning: the turn goes on
     /// with the base model.
     fn adapter_of(&self, state: &mut State, user: UserId) -> Option<(CubeId, Arc<Adapter>)> {
         if !self.rt.config().parametric.use_in_chat {
             return None;
         }
-        let current = match self.rt.adapter_cube(user) {
+        let own = match self.rt.adapter_cube(user) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot read user {}'s adapter: {e}", user.0);
                 None
             }
         };
+        // The user's own adapter first; else the first module mounted for
+        // them that ships one for this model.
+        let current = own.or_else(|| {
+            state.module_adapters.iter().find_map(|(ns, cube)| {
+                let row = self.rt.namespace_row(*ns).ok()?;
+                let mount = row.mount?;
+                (mount.global || row.readers.contains(&user.0)).then_some(*cube)
+            })
+        });
         let Some(cube) = current else {
             state.adapters.remove(&user);
             return None;
@@ -864,13 +953,12 @@ impl Assistant {
         {
             return Some((cube, a.clone()));
         }
-        match self.rt.user_adapter(user, &state.llm) {
-            Ok(Some((c, a))) => {
+        match self.rt.adapter_by_cube(cube, &state.llm) {
+            Ok((c, a)) => {
                 let a = Arc::new(a);
                 state.adapters.insert(user, (c, a.clone()));
                 Some((c, a))
             }
-            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(
                     "user {}'s adapter is unusable, answering without it: {e}",

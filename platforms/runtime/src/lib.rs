@@ -174,6 +174,13 @@ pub struct Runtime {
     /// Distillation anchors of the last model used (the base model's
     /// answers to the anchor questions cost a few seconds to compute).
     anchors: Mutex<Option<parametric::AnchorCache>>,
+    /// Fingerprint of the LLM loaded beside this runtime, if any (set by
+    /// [`Assistant::new`]): install reports say which derivatives fit it.
+    llm_model: Mutex<Option<memkern_core::ids::Fingerprint>>,
+    /// Bumped whenever KV blocks or adapters arrive or leave in bulk
+    /// (module install, update and removal, pack import), so a running
+    /// [`Assistant`] rescans the vault for them.
+    derived_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -206,6 +213,28 @@ impl Drop for Runtime {
 pub const ADMIN: UserId = UserId(1);
 
 impl Runtime {
+    /// Records the fingerprint of the LLM that answers with this runtime.
+    pub fn set_llm_model(&self, model: memkern_core::ids::Fingerprint) {
+        *self.llm_model.lock().unwrap_or_else(|p| p.into_inner()) = Some(model);
+    }
+
+    /// The fingerprint of the LLM answering with this runtime, if one is.
+    pub fn llm_model(&self) -> Option<memkern_core::ids::Fingerprint> {
+        *self.llm_model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes whenever KV blocks or adapters were added or removed in
+    /// bulk; see [`Assistant`], which rescans when it moves.
+    pub fn derived_epoch(&self) -> u64 {
+        self.derived_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_derived_epoch(&self) {
+        self.derived_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Opens the runtime in `dir` (created if needed): repairs crash
     /// leftovers (a module update or removal cut short included), creates the local admin on first use, deletes expired
     /// memories and rebuilds the search index.
@@ -233,6 +262,8 @@ impl Runtime {
             embedder,
             redactor,
             anchors: Mutex::new(None),
+            llm_model: Mutex::new(None),
+            derived_epoch: std::sync::atomic::AtomicU64::new(0),
         };
         rt.ensure_admin()?;
         // A module update or removal cut short leaves the old namespace

@@ -403,6 +403,9 @@ impl Runtime {
             .map_err(|e| vault.db_error(e))?;
         txn.commit().map_err(|e| vault.db_error(e))?;
         drop(vault);
+        if report.derived > 0 {
+            self.bump_derived_epoch();
+        }
         let mut index = self.index_mut();
         for (id, head) in &heads {
             index.upsert(cube_key(id), head);

@@ -194,7 +194,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::Corrupt(format!("adapter row: {e}")))
     }
 
-    fn check_self_or_admin(&self, who: &Principal, user: UserId) -> Result<()> {
+    pub(crate) fn check_self_or_admin(&self, who: &Principal, user: UserId) -> Result<()> {
         if who.role == Role::Admin || who.user == user {
             Ok(())
         } else {
@@ -244,6 +244,13 @@ impl Runtime {
         let Some(cube_id) = row.cube.map(CubeId) else {
             return Ok(None);
         };
+        self.adapter_by_cube(cube_id, llm).map(Some)
+    }
+
+    /// The adapter Parametric cube `cube_id` holds, for `llm`: checked
+    /// (format, base model, checksum, shapes) before use. Exists for the
+    /// adapters modules ship, which no user row names.
+    pub fn adapter_by_cube(&self, cube_id: CubeId, llm: &Llm) -> Result<(CubeId, Adapter)> {
         let vault = self.vault();
         let bytes = vault
             .get(&cube_id)?
@@ -262,7 +269,7 @@ impl Runtime {
         drop(vault);
         let adapter = Adapter::from_cube(&p, &blob, llm.fingerprint(), llm.config(), llm.device())
             .map_err(lora_err)?;
-        Ok(Some((cube_id, adapter)))
+        Ok((cube_id, adapter))
     }
 
     fn checkpoint_path(&self, user: UserId) -> PathBuf {

@@ -58,6 +58,7 @@ fn build(m: &Manifest, texts: &[&str], k: &SigningKey) -> Vec<u8> {
         Timestamp(1_700_000_000_000),
         &items(texts),
         None,
+        &modules::Extras::default(),
         k,
         |_| {},
     )
@@ -143,6 +144,7 @@ fn modules_install_read_only_update_and_remove_without_residue() {
             Timestamp(0),
             &items(V1),
             None,
+            &modules::Extras::default(),
             &other,
             |_| {},
         ),
@@ -393,5 +395,88 @@ fn a_sealed_module_installs_only_on_the_device_it_was_sealed_for() {
         .install_module(&mine.admin(), &file, &Scope::Global)
         .expect("again");
     assert_eq!(again.action, InstallAction::AlreadyInstalled);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_module_sealed_to_a_user_installs_for_that_user_on_each_of_their_devices() {
+    use memkern_runtime::modules::seal;
+    let dir = temp_dir("user-key");
+    let (k, public) = key(&dir, "publisher.key");
+    let file = build(&manifest(&public, "1.0.0"), V1, &k);
+    let kitchen = open(&dir.join("kitchen"));
+    let admin = kitchen.admin();
+    let (alice, _) = kitchen.create_user(&admin, "alice").expect("alice");
+    let (bob, _) = kitchen.create_user(&admin, "bob").expect("bob");
+    let (a, b) = (Principal::user(alice.id), Principal::user(bob.id));
+    let recipient = kitchen.user_key(&a, alice.id).expect("alice's key");
+    assert_eq!(
+        kitchen.user_key(&admin, alice.id).expect("again"),
+        recipient,
+        "made once"
+    );
+    assert!(
+        kitchen.user_key(&b, alice.id).is_err(),
+        "bob cannot see alice's key"
+    );
+    let sealed = seal::seal(&file, &recipient).expect("seal to alice");
+    kitchen
+        .trust_publisher(&admin, &public, "school")
+        .expect("trust");
+    invalid(
+        kitchen.install_module(&b, &sealed, &Scope::Users(vec![bob.id])),
+        "sealed for another device or user",
+    );
+    invalid(
+        kitchen.install_module(&admin, &sealed, &Scope::Global),
+        "sealed for another device or user",
+    );
+    invalid(
+        kitchen.install_module(&admin, &sealed, &Scope::Users(vec![alice.id, bob.id])),
+        "for alice alone",
+    );
+    kitchen
+        .install_module(&a, &sealed, &Scope::Users(vec![alice.id]))
+        .expect("alice installs what she bought");
+    assert!(
+        texts(&kitchen, &a, "bowline loop")
+            .iter()
+            .any(|t| t.contains("bowline"))
+    );
+    assert!(texts(&kitchen, &b, "bowline loop").is_empty());
+
+    // Her phone: the identity travels, the purchase with it.
+    let exported = kitchen.export_user_key(&a, alice.id).expect("export");
+    assert!(kitchen.export_user_key(&b, alice.id).is_err());
+    let phone = open(&dir.join("phone"));
+    let (alice2, _) = phone.create_user(&phone.admin(), "alice").expect("alice");
+    let a2 = Principal::user(alice2.id);
+    phone
+        .trust_publisher(&phone.admin(), &public, "school")
+        .expect("trust");
+    invalid(
+        phone.install_module(&a2, &sealed, &Scope::Users(vec![alice2.id])),
+        "sealed for another device or user",
+    );
+    assert_eq!(
+        phone
+            .import_user_key(&a2, alice2.id, &exported)
+            .expect("import"),
+        recipient
+    );
+    phone
+        .install_module(&a2, &sealed, &Scope::Users(vec![alice2.id]))
+        .expect("installs on her phone too");
+    // A user keeps the key they have; garbage is refused.
+    let (bob2, _) = phone.create_user(&phone.admin(), "bob").expect("bob");
+    phone.user_key(&phone.admin(), bob2.id).expect("bob's key");
+    invalid(
+        phone.import_user_key(&phone.admin(), bob2.id, &exported),
+        "already has another key",
+    );
+    invalid(
+        phone.import_user_key(&phone.admin(), bob2.id, "not a key"),
+        "no age identity",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

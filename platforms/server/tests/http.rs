@@ -1088,6 +1088,7 @@ fn sailing_module(dir: &std::path::Path, version: &str) -> (Vec<u8>, String) {
         memkern_core::time::Timestamp(0),
         &items,
         None,
+        &modules::Extras::default(),
         &key,
         |_| {},
     )

@@ -43,6 +43,7 @@ fn install_module_for(rt: &Runtime, dir: &std::path::Path, user: memkern_core::i
         memkern_core::time::Timestamp(0),
         &items,
         None,
+        &modules::Extras::default(),
         &key,
         |_| {},
     )

@@ -341,6 +341,11 @@ pub struct DistillArgs {
     /// (`llama-cli -m BASE.gguf --lora FILE`).
     #[arg(long, value_name = "FILE")]
     pub export_gguf: Option<PathBuf>,
+    /// Also write the adapter as a memkern adapter file (safetensors with
+    /// its base model's fingerprint): what `memkern modules build
+    /// --adapter` ships.
+    #[arg(long, value_name = "FILE")]
+    pub export_adapter: Option<PathBuf>,
     /// Model and backend.
     #[command(flatten)]
     pub model: super::ModelArgs,

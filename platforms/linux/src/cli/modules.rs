@@ -101,6 +101,21 @@ pub enum ModulesCommand {
     },
     /// List the trusted publisher keys.
     Publishers,
+    /// Print a user's sealing key (`age1pq1…`, made on first use): a
+    /// module sealed to it installs for that user, on any device holding
+    /// the key. `--export` writes the secret identity file to carry to
+    /// the user's other devices, `--import` takes one from there.
+    UserKey {
+        /// The user.
+        user: String,
+        /// Write the user's identity file (secret; mode 0600) here.
+        #[arg(long, value_name = "FILE", conflicts_with = "import")]
+        export: Option<PathBuf>,
+        /// Make the identity in this file (exported on another device)
+        /// the user's key here.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+    },
     /// Install a module file (a newer version updates it) for users or
     /// for everyone; verified and trusted before anything is stored.
     Install(InstallArgs),
@@ -165,6 +180,18 @@ pub struct BuildArgs {
     /// Leave the memories without embeddings (the installer embeds them).
     #[arg(long)]
     pub no_vectors: bool,
+    /// Ship a KV block of every memory for this GGUF model (repeatable):
+    /// devices running that model restore the block instead of
+    /// prefilling the memory; other models ignore it. Costs about
+    /// 22 KiB per token per block for SmolLM2-135M.
+    #[arg(long = "kv-model", value_name = "GGUF")]
+    pub kv_models: Vec<PathBuf>,
+    /// Ship a LoRA adapter (repeatable; a memkern adapter file, as
+    /// `memkern distill --export-adapter` writes it): applied for the
+    /// module's users on the model it was trained on, unless they have
+    /// their own.
+    #[arg(long = "adapter", value_name = "FILE")]
+    pub adapters: Vec<PathBuf>,
 }
 
 /// Arguments of `memkern modules install`.

@@ -49,14 +49,21 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let report = report?;
-    if let Some(path) = &args.export_gguf {
+    if args.export_gguf.is_some() || args.export_adapter.is_some() {
         let (_, adapter) = rt
             .user_adapter(user, &llm)?
             .context("the adapter just distilled is gone")?;
-        let bytes = adapter
-            .to_gguf(llm.config(), "llama")
-            .context("GGUF export")?;
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(path) = &args.export_gguf {
+            let bytes = adapter
+                .to_gguf(llm.config(), "llama")
+                .context("GGUF export")?;
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.export_adapter {
+            adapter
+                .save(path, llm.config())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     if args.vault.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -129,6 +129,8 @@ pub fn manual(key: &std::path::Path, out: &std::path::Path, no_vectors: bool) ->
         key: key.to_path_buf(),
         out: out.to_path_buf(),
         no_vectors,
+        kv_models: Vec::new(),
+        adapters: Vec::new(),
     };
     build_items(&args, items, no_vectors, false)
 }
@@ -186,11 +188,26 @@ fn build_items(
     let bar = ProgressBar::new(items.len() as u64)
         .with_style(style)
         .with_message("embedding");
+    let llms = args
+        .kv_models
+        .iter()
+        .map(|m| super::llm::load_llm(Some(m), "cpu"))
+        .collect::<Result<Vec<_>>>()?;
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let extras = modules::Extras {
+        kv_models: llms.iter().collect(),
+        adapters,
+    };
     let (bytes, report) = modules::build_module(
         &manifest,
         released,
         &items,
         embedder.as_deref(),
+        &extras,
         &key,
         |n| bar.set_position(n as u64),
     )?;
@@ -200,8 +217,15 @@ fn build_items(
         .and_then(|()| std::fs::rename(&tmp, &args.out))
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     print(&mut std::io::stdout(), json, &report, |r| {
+        let mut extras = String::new();
+        if r.kv_blocks > 0 {
+            extras += &format!(", {} KV blocks", r.kv_blocks);
+        }
+        if r.adapters > 0 {
+            extras += &format!(", {} adapters", r.adapters);
+        }
         format!(
-            "built {} {}: {} memories{}, {} bytes, sha256 {}",
+            "built {} {}: {} memories{}{extras}, {} bytes, sha256 {}",
             r.id,
             r.version,
             r.memories,
@@ -278,6 +302,41 @@ pub fn run(args: &ModulesArgs, cx: &mut Ctx<'_>) -> Result<()> {
             })
         }
         ModulesCommand::Update { id, indexes } => update(id.as_deref(), indexes, cx, json),
+        ModulesCommand::UserKey {
+            user,
+            export,
+            import,
+        } => {
+            let id = rt.user(user)?.id;
+            let recipient = match import {
+                Some(file) => rt.import_user_key(
+                    &who,
+                    id,
+                    &std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?,
+                )?,
+                None => rt.user_key(&who, id)?,
+            };
+            if let Some(file) = export {
+                let text = rt.export_user_key(&who, id)?;
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                use std::io::Write;
+                opts.open(file)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .with_context(|| {
+                        format!("cannot write {} (it must not exist)", file.display())
+                    })?;
+            }
+            print(
+                cx.out,
+                json,
+                &serde_json::json!({ "user": user, "key": recipient }),
+                |_| format!("{user}'s key: {recipient}"),
+            )
+        }
         ModulesCommand::Trust { key, name } => {
             let key = rt.trust_publisher(&who, key, name)?;
             print(
@@ -404,10 +463,26 @@ fn install(a: &InstallArgs, cx: &mut Ctx<'_>, json: bool) -> Result<()> {
         } else {
             String::new()
         };
-        format!(
+        let mut out = format!(
             "{verb} {} {} ({} memories{embedded})",
             r.id, r.version, r.memories
-        )
+        );
+        for d in &r.derived {
+            let fit = match d.this_model {
+                Some(true) => "this model: used",
+                Some(false) => "another model: kept, unused here (KV blocks are derived on demand)",
+                None => "no model loaded here",
+            };
+            out += &format!(
+                "\n  {} {}{} ({} bytes) for model {}: {fit}",
+                d.count,
+                d.kind.name(),
+                if d.count == 1 { "" } else { "s" },
+                d.bytes,
+                d.model
+            );
+        }
+        out
     })
 }
 

@@ -180,6 +180,14 @@ fn rebase(command: &mut Command, cwd: &Path) {
                 a.module = there.to_string_lossy().into_owned();
             }
         }
+        Command::Modules(ModulesArgs {
+            command: ModulesCommand::UserKey { export, import, .. },
+            ..
+        }) => {
+            for f in [export, import].into_iter().flatten() {
+                join(f);
+            }
+        }
         _ => {}
     }
 }

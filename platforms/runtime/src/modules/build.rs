@@ -15,7 +15,7 @@ use memkern_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Manifest, ModuleBody, encode_module};
+use super::{Derived, Manifest, ModuleBody, encode_module};
 use crate::embed::DenseEmbedder;
 use crate::{Result, RuntimeError};
 
@@ -48,6 +48,10 @@ pub struct BuildReport {
     pub memories: usize,
     /// Whether they carry embeddings (otherwise the installer embeds).
     pub embedded: bool,
+    /// KV blocks shipped (one per memory per `--kv-model`).
+    pub kv_blocks: usize,
+    /// Adapters shipped.
+    pub adapters: usize,
     /// The file's size.
     pub bytes: usize,
     /// SHA-256 of the file (hex).
@@ -245,14 +249,115 @@ fn item_id(module: &str, index: usize, text: &str) -> CubeId {
     CubeId(id)
 }
 
+/// Model-bound derivatives a build ships beside the memories.
+///
+/// Exists so a publisher can spare every buyer's device the prefill of
+/// the module's text (KV blocks) or give it a skill (a LoRA adapter),
+/// for the models the publisher names; other models ignore them.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Models to derive one KV block per memory for (the prefix *system
+    /// header + that memory's line* a turn would prefill).
+    pub kv_models: Vec<&'a memkern_models::Llm>,
+    /// memkern adapter files (safetensors, as `memkern distill
+    /// --export-adapter` writes them), each bound to its base model.
+    pub adapters: Vec<Vec<u8>>,
+}
+
+/// An id derived from the module id and `parts`: the same for the same
+/// inputs, so a rebuild gives the same file.
+fn derived_id(domain: &str, module: &str, parts: &[&[u8]]) -> CubeId {
+    let mut h = Sha256::new();
+    h.update(domain.as_bytes());
+    h.update([0]);
+    h.update(module.as_bytes());
+    for p in parts {
+        h.update([0]);
+        h.update(p);
+    }
+    let d: [u8; 32] = h.finalize().into();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    CubeId(id)
+}
+
+/// A derivative cube of the module's memories `parents`.
+fn derived_cube(
+    id: CubeId,
+    released: Timestamp,
+    parents: &[CubeId],
+    payload: Payload<String, Vec<u8>>,
+    blob: Vec<u8>,
+) -> Result<Derived> {
+    let mut meta: Metadata<String> = Metadata::new(
+        id,
+        UserId(0),
+        NamespaceId(0),
+        released,
+        released,
+        SourceKind::Derived,
+    );
+    for p in parents {
+        meta.provenance
+            .parents
+            .push(*p)
+            .map_err(|_| bad("a derivative has at most 8 parents"))?;
+    }
+    let cube = cube::encode_to_vec(&cube::Cube { meta, payload })
+        .map_err(|e| bad(format!("derivative {id}: {e}")))?;
+    Ok(Derived { cube, blob })
+}
+
+/// The derivatives `extras` asks for over `memories` (id, text).
+fn derivatives(
+    module: &str,
+    released: Timestamp,
+    memories: &[(CubeId, String)],
+    extras: &Extras<'_>,
+) -> Result<Vec<Derived>> {
+    let mut out = Vec::new();
+    for llm in &extras.kv_models {
+        let fp = llm.fingerprint();
+        for (id, text) in memories {
+            let snap = crate::chat::prefix_snapshot(llm, &[(text.as_str(), released)])?;
+            out.push(derived_cube(
+                derived_id("memkern module kv", module, &[&id.0, &fp.0]),
+                released,
+                &[*id],
+                Payload::Activation(snap.activation_payload()),
+                snap.bytes().to_vec(),
+            )?);
+        }
+    }
+    for (n, file) in extras.adapters.iter().enumerate() {
+        let p = memkern_models::lora::parametric_of_file(file)
+            .map_err(|e| bad(format!("adapter {}: {e}", n + 1)))?;
+        // An adapter is the module's as a whole: it names the first memory
+        // as its parent, so removing the module removes it.
+        let Some((first, _)) = memories.first() else {
+            return Err(bad("an adapter needs at least one memory"));
+        };
+        out.push(derived_cube(
+            derived_id("memkern module adapter", module, &[&p.blob.digest.0]),
+            released,
+            &[*first],
+            Payload::Parametric(p),
+            file.clone(),
+        )?);
+    }
+    Ok(out)
+}
+
 /// Builds and signs a module of `items`, released at `released`, embedded
 /// with `embedder` when given (the installer re-embeds only when its own
-/// embedder differs). Deterministic: the same inputs give the same bytes.
+/// embedder differs), with the derivatives `extras` asks for.
+/// Deterministic: the same inputs give the same bytes.
 pub fn build_module(
     manifest: &Manifest,
     released: Timestamp,
     items: &[Item],
     embedder: Option<&(dyn DenseEmbedder + Send + Sync)>,
+    extras: &Extras<'_>,
     key: &SigningKey,
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<u8>, BuildReport)> {
@@ -261,6 +366,7 @@ pub fn build_module(
         return Err(bad("no memories to pack"));
     }
     let mut memories = Vec::with_capacity(items.len());
+    let mut texts = Vec::with_capacity(items.len());
     for (batch_no, batch) in items.chunks(EMBED_BATCH).enumerate() {
         let vectors: Vec<Option<Embedding<Vec<u8>>>> = match embedder {
             Some(e) => {
@@ -317,6 +423,7 @@ pub fn build_module(
                 // Bounded by the MAX_TAGS check above.
                 let _ = meta.tags.push(t.clone());
             }
+            texts.push((meta.id, text.to_owned()));
             let cube = cube::Cube {
                 meta,
                 payload: Payload::Plaintext(Plaintext {
@@ -331,10 +438,13 @@ pub fn build_module(
         }
         progress(memories.len());
     }
+    let derived = derivatives(&manifest.id, released, &texts, extras)?;
+    let (kv_blocks, adapters) = (extras.kv_models.len() * texts.len(), extras.adapters.len());
     let body = ModuleBody {
         manifest: manifest.clone(),
         released_ms: released.0,
         memories,
+        derived,
     };
     let bytes = encode_module(&body, key)?;
     let report = BuildReport {
@@ -342,6 +452,8 @@ pub fn build_module(
         version: manifest.version.clone(),
         memories: body.memories.len(),
         embedded: embedder.is_some(),
+        kv_blocks,
+        adapters,
         bytes: bytes.len(),
         sha256: crate::hex(&Sha256::digest(&bytes)),
     };

@@ -7,7 +7,7 @@ use memkern_core::ids::{Fingerprint, NamespaceId, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Manifest, decode_module};
+use super::{DerivedKind, Manifest, ModuleBody, check_derived, decode_module};
 use crate::audit::{Event, append};
 use crate::pack::{Ids, PackReport};
 use crate::tables::{
@@ -58,6 +58,57 @@ pub struct InstallReport {
     pub global: bool,
     /// Otherwise, the users it is mounted for.
     pub users: Vec<UserId>,
+    /// The model-bound derivatives it carries, by kind and model.
+    pub derived: Vec<DerivedSummary>,
+}
+
+/// The derivatives of one kind for one model a module carries.
+///
+/// Exists so an install can say what serves the model in use and what
+/// is kept for another one (used again if the device switches to it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DerivedSummary {
+    /// KV blocks or adapters.
+    pub kind: DerivedKind,
+    /// The model's fingerprint (hex).
+    pub model: String,
+    /// How many.
+    pub count: usize,
+    /// Their blobs' bytes.
+    pub bytes: u64,
+    /// Whether that is the model loaded beside this runtime (None: no
+    /// model is loaded here).
+    pub this_model: Option<bool>,
+}
+
+/// Summarises `body`'s derivatives for a runtime whose LLM is `model`.
+fn summarise(body: &ModuleBody, model: Option<Fingerprint>) -> Vec<DerivedSummary> {
+    let mut groups: std::collections::BTreeMap<(DerivedKind, [u8; 16]), (usize, u64)> =
+        std::collections::BTreeMap::new();
+    for d in &body.derived {
+        // Checked by decode_module; an undecodable one is not counted.
+        let Ok(c) = cube::decode_owned(&d.cube) else {
+            continue;
+        };
+        let (kind, fp) = match &c.payload {
+            Payload::Activation(a) => (DerivedKind::KvBlock, a.model),
+            Payload::Parametric(p) => (DerivedKind::Adapter, p.base_model),
+            Payload::Plaintext(_) => continue,
+        };
+        let g = groups.entry((kind, fp.0)).or_default();
+        g.0 += 1;
+        g.1 += d.blob.len() as u64;
+    }
+    groups
+        .into_iter()
+        .map(|((kind, fp), (count, bytes))| DerivedSummary {
+            kind,
+            model: hex(&fp),
+            count,
+            bytes,
+            this_model: model.map(|m| m.0 == fp),
+        })
+        .collect()
 }
 
 /// An installed module, as `modules list` / `info` show it.
@@ -189,7 +240,7 @@ impl Runtime {
     ) -> Result<InstallReport> {
         let opened;
         let bytes = if super::seal::is_sealed(bytes) {
-            opened = super::seal::unseal(bytes, &super::seal::device_identity(self.dir())?)?;
+            opened = self.open_sealed(bytes, scope)?;
             opened.as_slice()
         } else {
             bytes
@@ -305,6 +356,7 @@ impl Runtime {
                     } else {
                         readers.into_iter().map(UserId).collect()
                     },
+                    derived: summarise(&body, self.llm_model()),
                 });
             }
         }
@@ -312,6 +364,24 @@ impl Runtime {
             readers.clear();
         }
         check_readers(&readers)?;
+
+        // Derivatives: blobs first (durable; an install cut short leaves
+        // orphans the next open removes), cubes in the install's commit.
+        let memory_ids: std::collections::HashSet<_> = cubes.iter().map(|c| c.meta.id).collect();
+        let derived = body
+            .derived
+            .iter()
+            .map(|d| check_derived(d, &memory_ids).map(|(c, _, _)| c))
+            .collect::<Result<Vec<_>>>()?;
+        {
+            let vault = self.vault();
+            for d in &body.derived {
+                vault
+                    .blobs()
+                    .put(&d.blob)
+                    .map_err(crate::vault::VaultError::from)?;
+            }
+        }
 
         let vault = self.vault();
         let txn = vault
@@ -334,7 +404,18 @@ impl Runtime {
             .map(|c| vec![self.reown_cube(c, ADMIN, ns)])
             .collect();
         let mut stored = PackReport::default();
-        let (heads, _) = self.store_memories(&vault, &txn, ns, memories, Ids::Copy, &mut stored)?;
+        let (heads, renamed) =
+            self.store_memories(&vault, &txn, ns, memories, Ids::Copy, &mut stored)?;
+        for c in derived {
+            let mut c = self.reown_cube(c, ADMIN, ns);
+            for p in c.meta.provenance.parents.iter_mut() {
+                *p = *renamed.get(p).unwrap_or(p);
+            }
+            c.meta.id = crate::pack::copy_id(c.meta.id, ns);
+            let bytes = cube::encode_to_vec(&c)
+                .map_err(|e| bad(format!("re-encoding a derivative: {e}")))?;
+            vault.put_in(&txn, &bytes)?;
+        }
         let module = ModuleRow {
             manifest: m.clone(),
             namespace: ns.0,
@@ -370,6 +451,7 @@ impl Runtime {
         .map_err(|e| vault.db_error(e))?;
         txn.commit().map_err(|e| vault.db_error(e))?;
         drop(vault);
+        self.bump_derived_epoch();
         {
             let mut index = self.index_mut();
             for (id, head) in &heads {
@@ -391,7 +473,89 @@ impl Runtime {
             embedded_here,
             global,
             users: readers.into_iter().map(UserId).collect(),
+            derived: summarise(&body, self.llm_model()),
         })
+    }
+
+    /// Opens a sealed module with this device's key or the key of a user
+    /// it is being installed for; one sealed to a user installs for that
+    /// user alone (the entitlement is theirs, not the device's).
+    fn open_sealed(&self, bytes: &[u8], scope: &Scope) -> Result<Vec<u8>> {
+        use super::seal;
+        let device = seal::device_identity(self.dir())?;
+        let mut owners = vec![None];
+        let mut ids = vec![device];
+        if let Scope::Users(users) = scope {
+            for u in users {
+                let path = seal::user_key_path(self.dir(), u.0);
+                if path.exists() {
+                    ids.push(seal::identity_at(&path, "")?);
+                    owners.push(Some(*u));
+                }
+            }
+        }
+        let refs: Vec<&age::pq::Identity> = ids.iter().collect();
+        let (out, i) = seal::unseal_any(bytes, &refs)?;
+        if let Some(Some(user)) = owners.get(i)
+            && *scope != Scope::Users(vec![*user])
+        {
+            let name = self
+                .user_by_id(*user)
+                .map_or_else(|_| user.to_string(), |u| u.name);
+            return Err(bad(format!(
+                "it is sealed to {name}'s key: install it for {name} alone (--for {name})"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// `user`'s sealing key (`age1pq1…`), made on first use: what a
+    /// publisher seals a module to so it installs for that user on any
+    /// device holding the key.
+    pub fn user_key(&self, who: &Principal, user: UserId) -> Result<String> {
+        self.check_self_or_admin(who, user)?;
+        self.user_by_id(user)?;
+        let path = super::seal::user_key_path(self.dir(), user.0);
+        let id = super::seal::identity_at(
+            &path,
+            "memkern user identity: modules sealed to its recipient install for this user",
+        )?;
+        Ok(id.to_public().to_string())
+    }
+
+    /// `user`'s identity file (secret), to carry to their other devices.
+    pub fn export_user_key(&self, who: &Principal, user: UserId) -> Result<String> {
+        self.user_key(who, user)?;
+        let path = super::seal::user_key_path(self.dir(), user.0);
+        std::fs::read_to_string(&path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// Makes identity file `text` (exported on another device) `user`'s
+    /// key here; returns its recipient. A user with another key already
+    /// keeps it (modules sealed to it would no longer open).
+    pub fn import_user_key(&self, who: &Principal, user: UserId, text: &str) -> Result<String> {
+        self.check_self_or_admin(who, user)?;
+        self.user_by_id(user)?;
+        let id = super::seal::parse_identity(text, "the identity file")?;
+        let recipient = id.to_public().to_string();
+        let path = super::seal::user_key_path(self.dir(), user.0);
+        if path.exists() {
+            let have = super::seal::identity_at(&path, "")?.to_public().to_string();
+            if have == recipient {
+                return Ok(recipient);
+            }
+            return Err(bad(format!(
+                "user {user} already has another key ({have}); modules sealed to it would no \
+                 longer install"
+            )));
+        }
+        super::seal::write_identity(
+            &path,
+            &id,
+            "memkern user identity: modules sealed to its recipient install for this user",
+        )?;
+        Ok(recipient)
     }
 
     /// Embeds the cubes whose vectors came from another embedder than this
@@ -524,6 +688,7 @@ impl Runtime {
         // row mounts it).
         let memories = self.sweep_module_orphans()?;
         self.vacuum()?;
+        self.bump_derived_epoch();
         Ok(RemoveReport {
             id: id.to_owned(),
             version: row.manifest.version,

@@ -5,7 +5,10 @@
 //!
 //! Each device has one identity, `device.agekey` in its data directory
 //! (mode 0600, made on first use); `memkern keys device` prints its
-//! recipient (`age1pq1…`) for the publisher.
+//! recipient (`age1pq1…`) for the publisher. Each user may have one too
+//! (`keys/user-<id>.agekey`, `memkern modules user-key`), carried to the
+//! user's other devices with `--export` / `--import`: a module sealed to
+//! it installs on any of them, for that user only.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -72,37 +75,74 @@ pub fn unseal(bytes: &[u8], identity: &age::pq::Identity) -> Result<Vec<u8>> {
 
 /// This device's identity from `dir`, made on first use (mode 0600).
 pub fn device_identity(dir: &Path) -> Result<age::pq::Identity> {
-    let path = dir.join(DEVICE_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .lines()
-            .find(|l| l.starts_with("AGE-SECRET-KEY-PQ-"))
-            .ok_or_else(|| bad(format!("{} holds no age identity", path.display())))?
-            .trim()
-            .parse()
-            .map_err(|e| bad(format!("{}: {e}", path.display()))),
+    identity_at(
+        &dir.join(DEVICE_KEY_FILE),
+        "memkern device identity: modules sealed to its recipient open here",
+    )
+}
+
+/// The file of user `user`'s identity in data directory `dir`.
+pub(crate) fn user_key_path(dir: &Path, user: u64) -> std::path::PathBuf {
+    dir.join("keys").join(format!("user-{user}.agekey"))
+}
+
+/// Parses the identity in an identity file's `text`.
+pub fn parse_identity(text: &str, what: &str) -> Result<age::pq::Identity> {
+    text.lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-PQ-"))
+        .ok_or_else(|| bad(format!("{what} holds no age identity")))?
+        .trim()
+        .parse()
+        .map_err(|e| bad(format!("{what}: {e}")))
+}
+
+/// Writes `id` to a new file `path` (mode 0600), with `comment` above it.
+pub(crate) fn write_identity(path: &Path, id: &age::pq::Identity, comment: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let text = format!("# {comment}\n{}\n", id.to_string().expose_secret());
+    let mut f = opts
+        .open(path)
+        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The identity in file `path`, made there on first use.
+pub(crate) fn identity_at(path: &Path, comment: &str) -> Result<age::pq::Identity> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_identity(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = age::pq::Identity::generate();
-            std::fs::create_dir_all(dir)
-                .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let text = format!(
-                "# memkern device identity: modules sealed to its recipient open here\n{}\n",
-                id.to_string().expose_secret()
-            );
-            let mut f = opts
-                .open(&path)
-                .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+            write_identity(path, &id, comment)?;
             Ok(id)
         }
         Err(e) => Err(bad(format!("cannot read {}: {e}", path.display()))),
     }
+}
+
+/// Decrypts a sealed module with the first of `identities` it was sealed
+/// to; returns the file and that identity's index. Sealed to none of
+/// them is one line naming where the keys are shown.
+pub fn unseal_any(bytes: &[u8], identities: &[&age::pq::Identity]) -> Result<(Vec<u8>, usize)> {
+    for (i, id) in identities.iter().enumerate() {
+        match unseal(bytes, id) {
+            Ok(out) => return Ok((out, i)),
+            Err(e) if e.to_string().contains("sealed for another") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(bad(
+        "it was sealed for another device or user (this device's key is `memkern keys \
+         device`, a user's `memkern modules user-key --as USER`)",
+    ))
 }
 
 /// This device's recipient (`age1pq1…`), what a publisher seals to.
