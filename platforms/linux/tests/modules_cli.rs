@@ -115,7 +115,52 @@ fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
     ok(&[&["modules", "trust", &public, "--name", "school"][..], &v].concat());
     let e = refused(&[&["modules", "install", s(&m1)][..], &v].concat());
     assert!(e.contains("--for USER") && e.contains("--global"), "{e}");
-    let out = ok(&[&["modules", "install", s(&m1), "--for", "alice"][..], &v].concat());
+    // Sealed to alice (not to the device): installs for her alone.
+    let alice_key = dir.join("alice.agekey");
+    let out = ok(&[
+        &["modules", "user-key", "alice", "--export", s(&alice_key)][..],
+        &v,
+    ]
+    .concat());
+    let recipient = out
+        .trim()
+        .strip_prefix("alice's key: ")
+        .expect("alice's key")
+        .to_owned();
+    assert!(recipient.starts_with("age1pq1"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&alice_key)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the exported identity is private");
+    let e = refused(&[&["modules", "user-key", "alice", "--as", "bob"][..], &v].concat());
+    assert!(e.contains("not found"), "alice's key is not said to exist: {e}");
+    let sealed = dir.join("sailing-1.alice");
+    ok(&[
+        "modules",
+        "seal",
+        s(&m1),
+        "--to",
+        &recipient,
+        "--out",
+        s(&sealed),
+    ]);
+    let e = refused(&[&["modules", "install", s(&sealed), "--for", "bob"][..], &v].concat());
+    assert!(e.contains("sealed for another device or user"), "{e}");
+    let out = ok(&[
+        &[
+            "modules",
+            "install",
+            s(&sealed),
+            "--for",
+            "alice",
+            "--as",
+            "alice",
+        ][..],
+        &v,
+    ]
+    .concat());
     assert!(
         out.contains("installed sailing 1.0.0 (3 memories)"),
         "{out}"
