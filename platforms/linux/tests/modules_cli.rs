@@ -135,7 +135,10 @@ fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the exported identity is private");
     let e = refused(&[&["modules", "user-key", "alice", "--as", "bob"][..], &v].concat());
-    assert!(e.contains("not found"), "alice's key is not said to exist: {e}");
+    assert!(
+        e.contains("not found"),
+        "alice's key is not said to exist: {e}"
+    );
     let sealed = dir.join("sailing-1.alice");
     ok(&[
         "modules",
@@ -231,6 +234,38 @@ fn a_publisher_builds_and_a_device_installs_updates_and_removes() {
     let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
     assert_eq!(list[0]["manifest"]["version"], "1.1.0");
     assert_eq!(list[0]["memories"], 2);
+    // A publisher's curated cube becomes a module through its pack.
+    ok(&[
+        &["add", "--user", "bob", "--cube", "default", "--tag", "club"][..],
+        &["The club's boathouse opens at nine."],
+        &v,
+    ]
+    .concat());
+    let pack_file = dir.join("club.pack");
+    ok(&[&["export", "--user", "bob", "--out", s(&pack_file)][..], &v].concat());
+    let club = dir.join("club.mkmod");
+    let out = ok(&[
+        "modules",
+        "build",
+        "--from-pack",
+        s(&pack_file),
+        "--id",
+        "club",
+        "--module-version",
+        "1.0.0",
+        "--licence",
+        "CC0-1.0",
+        "--key",
+        s(&key),
+        "--out",
+        s(&club),
+        "--no-vectors",
+    ]);
+    assert!(out.contains("built club 1.0.0: 1 memories"), "{out}");
+    let body = memkern_runtime::modules::decode_module(&std::fs::read(&club).expect("club"))
+        .expect("decode");
+    assert_eq!(body.memories.len(), 1);
+
     let out = ok(&[&["modules", "remove", "sailing"][..], &v].concat());
     assert!(out.contains("removed sailing 1.1.0 (2 memories)"), "{out}");
     assert!(ok(&[&["modules", "list"][..], &v].concat()).contains("no modules installed"));

@@ -22,8 +22,9 @@ pub struct ModulesArgs {
 #[derive(Subcommand, Debug)]
 pub enum ModulesCommand {
     /// Publisher: build and sign a module from a directory of .md/.txt
-    /// files (chunked by section) or a JSON list of texts; the same inputs
-    /// give the same file.
+    /// files (chunked by section), a JSON list of texts or a cube's pack
+    /// (`memkern export`), optionally with KV blocks and adapters for
+    /// named models; the same inputs give the same file.
     Build(Box<BuildArgs>),
     /// Publisher: encrypt a module to one device's key (`memkern keys
     /// device` on that device): only it can install the result.
@@ -142,13 +143,17 @@ pub struct BuildArgs {
     #[arg(
         long = "from-dir",
         value_name = "DIR",
-        conflicts_with = "from_json",
-        required_unless_present = "from_json"
+        conflicts_with_all = ["from_json", "from_pack"],
+        required_unless_present_any = ["from_json", "from_pack"]
     )]
     pub from_dir: Option<PathBuf>,
     /// A JSON file: a list of texts, or of {"text", "source", "tags"}.
-    #[arg(long = "from-json", value_name = "FILE")]
+    #[arg(long = "from-json", value_name = "FILE", conflicts_with = "from_pack")]
     pub from_json: Option<PathBuf>,
+    /// A cube, exported with `memkern export --cube NAME --out FILE`: its
+    /// memories' current texts, tags and sources.
+    #[arg(long = "from-pack", value_name = "FILE")]
+    pub from_pack: Option<PathBuf>,
     /// The module's id (a–z 0–9 - _ .).
     #[arg(long)]
     pub id: String,

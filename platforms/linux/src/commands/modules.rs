@@ -117,6 +117,7 @@ pub fn manual(key: &std::path::Path, out: &std::path::Path, no_vectors: bool) ->
     let args = BuildArgs {
         from_dir: None,
         from_json: None,
+        from_pack: None,
         id: "memkern-manual".to_owned(),
         name: Some("memkern manual".to_owned()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -137,12 +138,14 @@ pub fn manual(key: &std::path::Path, out: &std::path::Path, no_vectors: bool) ->
 
 /// `memkern modules build`: no vault, only the embedder.
 pub fn build(args: &BuildArgs, no_embed: bool, json: bool) -> Result<()> {
-    let items = match (&args.from_dir, &args.from_json) {
-        (Some(dir), _) => modules::items_from_dir(dir)?,
-        (None, Some(file)) => modules::items_from_json(
-            &std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?,
-        )?,
-        (None, None) => bail!("give --from-dir DIR or --from-json FILE"),
+    let read = |file: &std::path::Path| {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+    };
+    let items = match (&args.from_dir, &args.from_json, &args.from_pack) {
+        (Some(dir), _, _) => modules::items_from_dir(dir)?,
+        (None, Some(file), _) => modules::items_from_json(&read(file)?)?,
+        (None, None, Some(file)) => modules::items_from_pack(&read(file)?)?,
+        (None, None, None) => bail!("give --from-dir DIR, --from-json FILE or --from-pack FILE"),
     };
     build_items(args, items, no_embed, json)
 }

@@ -89,6 +89,33 @@ pub fn items_from_json(bytes: &[u8]) -> Result<Vec<Item>> {
         .collect())
 }
 
+/// Items from a pack of a cube (`memkern export`): each memory's current
+/// text, tags and source, in the pack's order. Exists so a publisher can
+/// curate knowledge as an ordinary cube and publish it as a module. The
+/// pack's checksum and signature (if any) are verified; secret memories
+/// were already left out by the export.
+pub fn items_from_pack(bytes: &[u8]) -> Result<Vec<Item>> {
+    let (body, _) = crate::pack::decode_pack(bytes, &[])?;
+    let mut items = Vec::with_capacity(body.memories.len());
+    for m in &body.memories {
+        let Some(head) = m.versions.last() else {
+            continue;
+        };
+        let c = cube::decode_owned(head).map_err(|e| bad(format!("pack: invalid cube: {e}")))?;
+        if let Payload::Plaintext(p) = c.payload {
+            items.push(Item {
+                text: p.text,
+                source: c.meta.provenance.source_ref,
+                tags: c.meta.tags.into_iter().collect(),
+            });
+        }
+    }
+    if items.is_empty() {
+        return Err(bad("the pack holds no memories"));
+    }
+    Ok(items)
+}
+
 /// Items from every `.md` and `.txt` file under `dir` (sorted by path, so
 /// the order does not depend on the file system): each file cut into
 /// chunks of whole paragraphs, a markdown heading starting a new chunk,

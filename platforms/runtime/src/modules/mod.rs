@@ -19,6 +19,7 @@ pub mod seal;
 
 pub use build::{
     BuildReport, Extras, Item, build_module, chunk_file, items_from_dir, items_from_json,
+    items_from_pack,
 };
 pub use install::{DerivedSummary, InstallAction, InstallReport, ModuleInfo, RemoveReport, Scope};
 pub use manifest::{MAX_DESCRIPTION, MAX_FIELD, Manifest};
