@@ -90,10 +90,8 @@ fn summarise(body: &ModuleBody, model: Option<Fingerprint>) -> Vec<DerivedSummar
         let Ok(c) = cube::decode_owned(&d.cube) else {
             continue;
         };
-        let (kind, fp) = match &c.payload {
-            Payload::Activation(a) => (DerivedKind::KvBlock, a.model),
-            Payload::Parametric(p) => (DerivedKind::Adapter, p.base_model),
-            Payload::Plaintext(_) => continue,
+        let Some((kind, fp, _)) = super::describe(&c) else {
+            continue;
         };
         let g = groups.entry((kind, fp.0)).or_default();
         g.0 += 1;

@@ -96,6 +96,18 @@ struct ModuleBodyV1 {
     memories: Vec<Vec<u8>>,
 }
 
+/// What derivative cube `c` is, the model it is for and its blob (None:
+/// not a derivative).
+pub(crate) fn describe(
+    c: &cube::OwnedCube,
+) -> Option<(DerivedKind, memkern_core::ids::Fingerprint, cube::BlobRef)> {
+    match &c.payload {
+        Payload::Activation(a) => Some((DerivedKind::KvBlock, a.model, a.blob)),
+        Payload::Parametric(p) => Some((DerivedKind::Adapter, p.base_model, p.blob)),
+        Payload::Plaintext(_) => None,
+    }
+}
+
 /// Checks derivative `d` against the module's memory ids and returns its
 /// decoded cube, its kind and its model's fingerprint.
 pub(crate) fn check_derived(
@@ -104,11 +116,7 @@ pub(crate) fn check_derived(
 ) -> Result<(cube::OwnedCube, DerivedKind, memkern_core::ids::Fingerprint)> {
     let bad = |m: String| RuntimeError::Invalid(format!("module: derivative: {m}"));
     let c = cube::decode_owned(&d.cube).map_err(|e| bad(format!("invalid cube: {e}")))?;
-    let (kind, model, blob) = match &c.payload {
-        Payload::Activation(a) => (DerivedKind::KvBlock, a.model, a.blob),
-        Payload::Parametric(p) => (DerivedKind::Adapter, p.base_model, p.blob),
-        Payload::Plaintext(_) => return Err(bad("a plaintext cube".to_owned())),
-    };
+    let (kind, model, blob) = describe(&c).ok_or_else(|| bad("a plaintext cube".to_owned()))?;
     let digest: [u8; 32] = Sha256::digest(&d.blob).into();
     if blob.size != d.blob.len() as u64 || blob.digest.0 != digest {
         return Err(bad(format!(
