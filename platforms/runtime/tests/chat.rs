@@ -22,6 +22,14 @@ fn files_under(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 
+/// A vault with MiniLM that promotes KV blocks from the first use.
+fn promoting_vault(dir: &Path) -> Runtime {
+    let mut config = Config::default();
+    config.scheduler.promote_min_uses = 0.0;
+    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
+    Runtime::open(dir, config, Some(embedder)).expect("vault").0
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -29,10 +37,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[test]
 fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
     let dir = temp_dir("main");
-    let mut config = Config::default();
-    config.scheduler.promote_min_uses = 0.0;
-    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
-    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let rt = promoting_vault(&dir);
     let (info, _) = rt.create_user(&rt.admin(), "caroline").expect("user");
     let ns = rt.namespace_named(info.id, "default").expect("cube").id;
     let who = Principal::user(info.id);
@@ -151,10 +156,7 @@ fn chat_uses_memories_restores_snapshots_and_forgets_on_delete() {
 #[test]
 fn a_pack_carries_kv_blocks_into_another_users_cube_of_the_same_vault() {
     let dir = temp_dir("pack");
-    let mut config = Config::default();
-    config.scheduler.promote_min_uses = 0.0;
-    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
-    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let rt = promoting_vault(&dir);
     let admin = rt.admin();
     let (caroline, _) = rt.create_user(&admin, "caroline").expect("caroline");
     let (bob, _) = rt.create_user(&admin, "bob").expect("bob");
@@ -235,10 +237,7 @@ fn chat_answers_from_a_sealed_module_installed_for_the_user() {
     use memkern_core::time::Timestamp;
     use memkern_runtime::modules::{self, Item, Manifest, Scope, seal};
     let dir = temp_dir("module");
-    let mut config = Config::default();
-    config.scheduler.promote_min_uses = 0.0;
-    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
-    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let rt = promoting_vault(&dir);
     let admin = rt.admin();
     let (caroline, _) = rt.create_user(&admin, "caroline").expect("caroline");
     let c = Principal::user(caroline.id);
@@ -359,10 +358,7 @@ fn a_module_ships_kv_blocks_and_an_adapter_used_by_its_model_only() {
     use memkern_models::lora::{Adapter, LoraConfig};
     use memkern_runtime::modules::{self, DerivedKind, Extras, Item, Manifest, Scope};
     let dir = temp_dir("module-derived");
-    let mut config = Config::default();
-    config.scheduler.promote_min_uses = 0.0;
-    let embedder = memkern_runtime::embed::load_default().expect("MiniLM loads");
-    let (rt, _) = Runtime::open(&dir, config, Some(embedder)).expect("vault");
+    let rt = promoting_vault(&dir);
     let admin = rt.admin();
     let (caroline, _) = rt.create_user(&admin, "caroline").expect("caroline");
     let (bob, _) = rt.create_user(&admin, "bob").expect("bob");
