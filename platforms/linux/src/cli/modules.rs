@@ -39,8 +39,8 @@ pub enum ModulesCommand {
         out: PathBuf,
     },
     /// Build memkern's own manual as a module (README, ARCHITECTURE, the
-    /// cube format and every command's --help, as built into this binary):
-    /// `memkern chat "how do I share a cube with bob?"` then answers from it.
+    /// cube format and what every command does, as built into this
+    /// binary): installed, `memkern chat` and `search` answer from it.
     Manual {
         /// The signing key.
         #[arg(long, value_name = "FILE")]

@@ -84,13 +84,60 @@ const MANUAL_DOCS: [(&str, &str); 3] = [
 ];
 
 /// Every command's `--help` (long form), depth first.
+/// Options most commands share (vault, output): left out of the manual's
+/// command texts, where they only drowned what each command does.
+const SHARED_OPTIONS: &[&str] = &["data_dir", "config", "no_embed", "as_user", "json", "help"];
+
+/// A command's help as the manual keeps it: what it does, its usage, and
+/// its own arguments in one line each.
+fn concise_help(cmd: &mut clap::Command, name: &str) -> String {
+    let about = cmd
+        .get_long_about()
+        .or_else(|| cmd.get_about())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    // The usage of a subcommand names it alone ("share"): name it whole.
+    let usage = cmd.render_usage().to_string().replacen(
+        &format!("Usage: {}", cmd.get_name()),
+        &format!("Usage: {name}"),
+        1,
+    );
+    let mut text = format!("{about}\n\n{usage}\n");
+    for arg in cmd.get_arguments() {
+        if arg.is_hide_set() || SHARED_OPTIONS.contains(&arg.get_id().as_str()) {
+            continue;
+        }
+        let what = match (arg.get_long(), arg.get_value_names()) {
+            (Some(long), Some(v)) => format!("--{long} <{}>", v.join(" ")),
+            (Some(long), None) => format!("--{long}"),
+            (None, _) => format!("<{}>", arg.get_id().as_str().to_uppercase()),
+        };
+        let help = arg
+            .get_long_help()
+            .or_else(|| arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        text += &format!("- {what}: {help}");
+        if !values.is_empty() {
+            text += &format!(" ({})", values.join(", "));
+        }
+        text += "\n";
+    }
+    text
+}
+
 fn help_texts(cmd: &mut clap::Command, path: &str, out: &mut Vec<(String, String)>) {
     let name = if path.is_empty() {
         cmd.get_name().to_owned()
     } else {
         format!("{path} {}", cmd.get_name())
     };
-    out.push((name.clone(), cmd.render_long_help().to_string()));
+    out.push((name.clone(), concise_help(cmd, &name)));
     for sub in cmd.get_subcommands_mut() {
         if sub.get_name() != "help" {
             help_texts(sub, &name, out);
