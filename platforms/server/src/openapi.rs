@@ -524,14 +524,28 @@ fn schemas() -> Value {
             "InstallReport",
             json!({
                 "type": "object",
-                "required": ["action", "id", "version", "memories", "embedded_here", "global", "users"],
+                "required": ["action", "id", "version", "memories", "embedded_here", "global", "users", "derived"],
                 "properties": {
                     "action": { "enum": ["installed", "updated", "extended", "already_installed"] },
                     "id": { "type": "string" }, "version": { "type": "string" },
                     "previous": { "type": ["string", "null"] },
                     "memories": { "type": "integer" }, "embedded_here": { "type": "integer" },
                     "global": { "type": "boolean" },
-                    "users": { "type": "array", "items": { "type": "integer" } }
+                    "users": { "type": "array", "items": { "type": "integer" } },
+                    "derived": {
+                        "description": "KV blocks and adapters the module ships, per kind and model",
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["kind", "model", "count", "bytes", "this_model"],
+                            "properties": {
+                                "kind": { "enum": ["kv_block", "adapter"] },
+                                "model": { "type": "string", "description": "the model's fingerprint (hex)" },
+                                "count": { "type": "integer" }, "bytes": { "type": "integer" },
+                                "this_model": { "type": ["boolean", "null"], "description": "whether it is the loaded model's (null: none loaded)" }
+                            }
+                        }
+                    }
                 }
             }),
         ),
