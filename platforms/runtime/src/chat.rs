@@ -730,11 +730,14 @@ impl Assistant {
         // read or that no longer exists).
         // Among equal ones, the block of the best-ranked hit (its members
         // lead the prompt).
+        let heads: Vec<Option<CubeId>> = hits
+            .iter()
+            .map(|h| CubeId::from_hex(&h.memory.cube))
+            .collect();
         let rank = |b: &Block| {
-            hits.iter()
-                .position(|h| {
-                    CubeId::from_hex(&h.memory.cube).is_some_and(|c| b.members.contains(&c))
-                })
+            heads
+                .iter()
+                .position(|c| c.is_some_and(|c| b.members.contains(&c)))
                 .unwrap_or(usize::MAX)
         };
         let block = state

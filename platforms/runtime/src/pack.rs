@@ -77,20 +77,21 @@ pub fn generate_key(path: &std::path::Path) -> Result<String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| bad(format!("no randomness: {e}")))?;
     let key = SigningKey::from_bytes(&seed);
+    write_private(path, hex(&seed).as_bytes())
+        .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+    Ok(hex(key.verifying_key().as_bytes()))
+}
+
+/// Writes a secret (a key file) to new file `path`: owner-only (mode
+/// 0600) from its creation, synced; an existing file is never replaced.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts
-        .open(path)
-        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(hex(&seed).as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
-    Ok(hex(key.verifying_key().as_bytes()))
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(bytes).and_then(|()| f.sync_all())
 }
 
 pub(crate) fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {

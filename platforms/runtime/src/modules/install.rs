@@ -7,7 +7,7 @@ use memkern_core::ids::{Fingerprint, NamespaceId, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{DerivedKind, Manifest, ModuleBody, check_derived, decode_module};
+use super::{DerivedKind, Manifest, ModuleBody, decode_module};
 use crate::audit::{Event, append};
 use crate::pack::{Ids, PackReport};
 use crate::tables::{
@@ -363,13 +363,13 @@ impl Runtime {
         }
         check_readers(&readers)?;
 
-        // Derivatives: blobs first (durable; an install cut short leaves
-        // orphans the next open removes), cubes in the install's commit.
-        let memory_ids: std::collections::HashSet<_> = cubes.iter().map(|c| c.meta.id).collect();
+        // Derivatives (checked by decode_module): blobs first (durable; an
+        // install cut short leaves orphans the next open removes), cubes
+        // in the install's commit.
         let derived = body
             .derived
             .iter()
-            .map(|d| check_derived(d, &memory_ids).map(|(c, _, _)| c))
+            .map(|d| cube::decode_owned(&d.cube).map_err(|e| bad(format!("derivative: {e}"))))
             .collect::<Result<Vec<_>>>()?;
         {
             let vault = self.vault();

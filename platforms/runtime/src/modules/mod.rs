@@ -108,15 +108,12 @@ pub(crate) fn describe(
     }
 }
 
-/// Checks derivative `d` against the module's memory ids and returns its
-/// decoded cube, its kind and its model's fingerprint.
-pub(crate) fn check_derived(
-    d: &Derived,
-    memories: &HashSet<CubeId>,
-) -> Result<(cube::OwnedCube, DerivedKind, memkern_core::ids::Fingerprint)> {
+/// Checks derivative `d`: a KV block or adapter cube whose blob matches
+/// it and whose parents are among the module's `memories`.
+fn check_derived(d: &Derived, memories: &HashSet<CubeId>) -> Result<()> {
     let bad = |m: String| RuntimeError::Invalid(format!("module: derivative: {m}"));
     let c = cube::decode_owned(&d.cube).map_err(|e| bad(format!("invalid cube: {e}")))?;
-    let (kind, model, blob) = describe(&c).ok_or_else(|| bad("a plaintext cube".to_owned()))?;
+    let (kind, _, blob) = describe(&c).ok_or_else(|| bad("a plaintext cube".to_owned()))?;
     let digest: [u8; 32] = Sha256::digest(&d.blob).into();
     if blob.size != d.blob.len() as u64 || blob.digest.0 != digest {
         return Err(bad(format!(
@@ -133,7 +130,7 @@ pub(crate) fn check_derived(
             c.meta.id
         )));
     }
-    Ok((c, kind, model))
+    Ok(())
 }
 
 /// Encodes and signs a module file. The manifest's publisher must be

@@ -102,16 +102,8 @@ pub(crate) fn write_identity(path: &Path, id: &age::pq::Identity, comment: &str)
         std::fs::create_dir_all(dir)
             .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let text = format!("# {comment}\n{}\n", id.to_string().expose_secret());
-    let mut f = opts
-        .open(path)
-        .map_err(|e| bad(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
+    crate::pack::write_private(path, text.as_bytes())
         .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))
 }
 
