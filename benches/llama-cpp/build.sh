@@ -34,7 +34,7 @@ cd "$dir"
     flags+=(-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON)
   fi
   cmake -S "$cml" -B build "${flags[@]}"
-  cmake --build build -j"$(nproc)" --target llama-bench llama-simple
+  cmake --build build -j"$(nproc)" --target llama-bench llama-simple llama-quantize
   echo "$VERSION" > VERSION
 } >&2
 echo "$bin"

@@ -8,6 +8,7 @@ use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
 use super::error::GgufError;
+use super::kquant;
 use super::parse::{Gguf, TensorInfo};
 use super::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use super::types::GgmlType;
@@ -254,7 +255,8 @@ impl<'a> TensorView<'a> {
     }
 
     /// Dequantises row `row` into `out` (`out.len()` must be `ne0`), for
-    /// F32, F16, Q4_0, Q4_1 and Q8_0 tensors; other types are
+    /// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K
+    /// tensors; other types are
     /// [`GgufError::UnsupportedType`].
     pub fn dequantize_row(&self, row: u64, out: &mut [f32]) -> Result<(), GgufError> {
         let data = self.row_data(row)?;
@@ -271,7 +273,7 @@ impl<'a> TensorView<'a> {
                 op: "to_f32_vec",
             });
         }
-        // Supported types store at least 0.56 bytes per element (Q4_0), so
+        // Supported types store at least 0.56 bytes per element (Q4_0, Q4_K), so
         // `n_elements` is below twice the tensor's validated byte length:
         // the allocation is bounded by the file size.
         let n = usize::try_from(self.info.n_elements()).map_err(|_| GgufError::ShapeOverflow {
@@ -291,6 +293,16 @@ fn dequantize_bytes(view: &TensorView<'_>, data: &[u8], out: &mut [f32]) -> Resu
         GgmlType::Q4_0 => quant::dequantize_q4_0(data.as_chunks::<Q4_0_BYTES>().0, out),
         GgmlType::Q4_1 => quant::dequantize_q4_1(data.as_chunks::<Q4_1_BYTES>().0, out),
         GgmlType::Q8_0 => quant::dequantize_q8_0(data.as_chunks::<Q8_0_BYTES>().0, out),
+        GgmlType::Bf16 => kquant::dequantize_bf16(data.as_chunks::<2>().0, out),
+        GgmlType::Q5_0 => {
+            kquant::dequantize_q5_0(data.as_chunks::<{ kquant::Q5_0_BYTES }>().0, out)
+        }
+        GgmlType::Q5_1 => {
+            kquant::dequantize_q5_1(data.as_chunks::<{ kquant::Q5_1_BYTES }>().0, out)
+        }
+        GgmlType::Q4K => kquant::dequantize_q4_k(data.as_chunks::<{ kquant::Q4_K_BYTES }>().0, out),
+        GgmlType::Q5K => kquant::dequantize_q5_k(data.as_chunks::<{ kquant::Q5_K_BYTES }>().0, out),
+        GgmlType::Q6K => kquant::dequantize_q6_k(data.as_chunks::<{ kquant::Q6_K_BYTES }>().0, out),
         ty => Err(GgufError::UnsupportedType {
             name: view.name().to_owned(),
             ty,

@@ -27,6 +27,7 @@
 
 mod error;
 mod file;
+pub mod kquant;
 mod llama;
 mod metadata;
 mod parse;

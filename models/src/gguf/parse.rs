@@ -6,6 +6,7 @@
 //! allocate more than a small constant factor of its own size.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use super::error::GgufError;
 use super::metadata::{MetaArray, MetaType, MetaValue};
@@ -280,6 +281,7 @@ pub struct Gguf {
     version: u32,
     alignment: u64,
     metadata: Vec<(String, MetaValue)>,
+    metadata_spans: Vec<Range<u64>>,
     key_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
@@ -305,8 +307,10 @@ impl Gguf {
         let n_kv = cur.count(MIN_KV_LEN, "metadata entry")?;
 
         let mut metadata = Vec::with_capacity(n_kv);
+        let mut metadata_spans = Vec::with_capacity(n_kv);
         let mut key_index = HashMap::with_capacity(n_kv);
         for _ in 0..n_kv {
+            let start = cur.offset();
             let key = cur.string("metadata key")?;
             let ty = value_type(&mut cur, &key)?;
             let value = read_value(&mut cur, ty, &key)?;
@@ -314,6 +318,7 @@ impl Gguf {
                 return Err(GgufError::DuplicateKey(key));
             }
             metadata.push((key, value));
+            metadata_spans.push(start..cur.offset());
         }
 
         let n_tensors = match n_tensors.checked_mul(MIN_TENSOR_INFO_LEN) {
@@ -378,6 +383,7 @@ impl Gguf {
             version,
             alignment,
             metadata,
+            metadata_spans,
             key_index,
             tensors,
             tensor_index,
@@ -385,6 +391,15 @@ impl Gguf {
             data_offset,
             file_len,
         })
+    }
+
+    /// Where each metadata entry (key, type and value) lies in the file, in
+    /// the order of [`Self::metadata`].
+    ///
+    /// Exists so a rewriter (`quantize`) can copy entries byte for byte
+    /// instead of re-encoding them.
+    pub fn metadata_spans(&self) -> &[Range<u64>] {
+        &self.metadata_spans
     }
 
     /// GGUF format version (2 or 3).

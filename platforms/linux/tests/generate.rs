@@ -145,3 +145,97 @@ fn snapshot_save_then_generate_with_it() {
     assert!(err.contains("truncated"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SHA-256 of a file, as lowercase hex.
+fn sha256_hex(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).expect("read");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn models_quantize_writes_llama_quantizes_bytes_and_the_result_runs() {
+    let dir = temp_dir("quantize");
+    let out = dir.join("smol-q4_k_m.gguf");
+    let o = out.to_str().expect("utf-8 path");
+    let fetched = ok_stdout(&["models", "fetch", "--json"]);
+    let fetched: serde_json::Value = serde_json::from_str(fetched.trim()).expect("JSON");
+    let dir_of = fetched[0]["dir"].as_str().expect("dir");
+    let input = std::path::Path::new(dir_of).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let i = input.to_str().expect("utf-8 path");
+
+    // Already quantised: refused without consent, in one line, nothing written.
+    let refused = memkern(&["models", "quantize", i, o, "--type", "Q4_K_M"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("--allow-requantize"), "{err}");
+    assert!(!out.exists());
+
+    let report = ok_stdout(&[
+        "models",
+        "quantize",
+        i,
+        o,
+        "--type",
+        "q4_k_m",
+        "--allow-requantize",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("JSON");
+    assert_eq!(report["type"], "Q4_K_M");
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/tests/fixtures/llama_quantize.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("JSON");
+    let want = fixture["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|o| o["type"] == "Q4_K_M")
+        .expect("Q4_K_M row");
+    assert_eq!(sha256_hex(&out), want["sha256"].as_str().expect("sha"));
+
+    // The quantised model answers (K-quants and Q5_0 run on the dense path
+    // until their native kernels land) …
+    let answer = ok_stdout(&[
+        "generate",
+        "--model",
+        o,
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "2",
+        "--json",
+    ]);
+    let answer: serde_json::Value = serde_json::from_str(answer.trim()).expect("JSON");
+    assert_eq!(
+        answer["prompt_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    assert_eq!(answer["text"], " Paris.", "{answer}");
+
+    // … and refuses activation memory saved by the other model.
+    let snap = dir.join("q4_1.mkv");
+    let s = snap.to_str().expect("utf-8 path");
+    ok_stdout(&[
+        "snapshot",
+        "save",
+        "--prefix",
+        "Known facts: none.",
+        "--out",
+        s,
+    ]);
+    let wrong = memkern(&["generate", "--model", o, "--snapshot", s, "--prompt", "hi"]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("model"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -463,4 +463,32 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a GGUF model in another quantisation, byte for byte what
+    /// llama.cpp's `llama-quantize` writes (same tensor types, same
+    /// bytes, same metadata): quantise your own fine-tune from F16/BF16/F32,
+    /// or make a K-quant variant of a model.
+    Quantize(QuantizeArgs),
+}
+
+/// `memkern models quantize`.
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// The model to read (GGUF; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q8_0, Q4_K, Q5_K or Q6_K tensors).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Where to write the result (replaced only once complete).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// File type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S,
+    /// Q5_K_M or Q6_K (llama.cpp's names and mixtures).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub ftype: memkern_models::quantize::FileType,
+    /// Quantise tensors that are already quantised (dequantised first, as
+    /// llama-quantize's flag of the same name; loses quality).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

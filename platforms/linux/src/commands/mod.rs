@@ -16,6 +16,7 @@ mod generate;
 mod llm;
 mod memory;
 mod modules;
+mod quantize;
 mod serve;
 mod snapshot;
 mod vault;
@@ -42,6 +43,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Serve(args) => serve::serve(&args),
         Command::Mcp(args) => serve::mcp(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
+        Command::Models(crate::cli::ModelsCommand::Quantize(args)) => quantize::run(&args),
         Command::Demo(args) => chat::demo(&args),
         Command::Keys(c) => modules::keys(&c),
         Command::Modules(crate::cli::ModulesArgs {
