@@ -96,6 +96,16 @@ impl Llm {
         Ok(())
     }
 
+    /// Whether a forward pass runs on the ggml-exact native CPU path
+    /// (every matrix in a format its kernels multiply, numerics and
+    /// kernels left at llama.cpp's) rather than burn's dense path.
+    ///
+    /// Exists so callers (the CLI's `--json`, tests) can say which path
+    /// produced the numbers: only the native one is llama.cpp to the bit.
+    pub fn runs_native(&self) -> bool {
+        self.model().host_ready()
+    }
+
     /// Threads the native CPU path runs on.
     pub fn threads(&self) -> usize {
         self.model

@@ -71,8 +71,12 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(common::fixture("smollm2_reference.jsonl"))
-        .expect("fixture shared/fixtures/smollm2_reference.jsonl");
+    cases_from(&common::fixture("smollm2_reference.jsonl"))
+}
+
+fn cases_from(path: &std::path::Path) -> Vec<Case> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("fixture line"))
@@ -177,8 +181,28 @@ fn check_case(llm: &Llm, i: usize, case: &Case, n_tokens: usize, rule: Rule) -> 
 }
 
 fn run(backend: Backend, isa: GgmlIsa, prompts: usize, n_tokens: usize, rule: Rule) {
+    run_on(
+        common::smollm2_gguf(),
+        &cases(),
+        backend,
+        isa,
+        prompts,
+        n_tokens,
+        rule,
+    );
+}
+
+fn run_on(
+    model: &std::path::Path,
+    cases: &[Case],
+    backend: Backend,
+    isa: GgmlIsa,
+    prompts: usize,
+    n_tokens: usize,
+    rule: Rule,
+) {
     let t = Instant::now();
-    let mut llm = Llm::load(common::smollm2_gguf(), backend).unwrap();
+    let mut llm = Llm::load(model, backend).unwrap();
     llm.set_ggml_isa(isa);
     // `MEMKERN_NUMERICS=f32` and `MEMKERN_DENSE=1` measure how far plain
     // f32 arithmetic and the dense burn path are from llama.cpp (both
@@ -193,7 +217,14 @@ fn run(backend: Backend, isa: GgmlIsa, prompts: usize, n_tokens: usize, rule: Ru
     let t = Instant::now();
     let mut near_ties = 0;
     let mut max_diff = 0f32;
-    for (i, case) in cases().iter().enumerate().take(prompts) {
+    if backend == Backend::Cpu && matches!(rule, Rule::Exact) {
+        assert!(
+            llm.runs_native(),
+            "{}: not on the native path",
+            model.display()
+        );
+    }
+    for (i, case) in cases.iter().enumerate().take(prompts) {
         let o = check_case(&llm, i, case, n_tokens, rule);
         near_ties += o.near_ties;
         max_diff = max_diff.max(o.max_top5_diff);
@@ -208,6 +239,34 @@ fn run(backend: Backend, isa: GgmlIsa, prompts: usize, n_tokens: usize, rule: Ru
 #[test]
 fn flex_reproduces_llama_cpp_exactly() {
     run(Backend::Cpu, GgmlIsa::Avx512, 8, 32, Rule::Exact);
+}
+
+/// SmolLM2 quantised by `memkern models quantize` (byte for byte
+/// llama-quantize's file: tests/quantize.rs) to each file type whose
+/// matrices all have native kernels, against llama.cpp run on that file
+/// (`tests/fixtures/smollm2-<TYPE>.jsonl`, tools/llama-fixtures/reference.sh).
+#[test]
+fn quantised_variants_reproduce_llama_cpp_exactly() {
+    use memkern_models::quantize::{self, FileType};
+    let dir = common::temp_dir("agreement-variants");
+    for ftype in [FileType::Q8_0, FileType::Q5_0] {
+        let path = dir.join(format!("smollm2-{ftype}.gguf"));
+        quantize::quantize_file(common::smollm2_gguf(), &path, ftype, true, &mut |_, _| {})
+            .unwrap();
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/smollm2-{ftype}.jsonl"));
+        println!("{ftype}:");
+        run_on(
+            &path,
+            &cases_from(&fixture),
+            Backend::Cpu,
+            GgmlIsa::Avx512,
+            8,
+            32,
+            Rule::Exact,
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 }
 
 #[test]

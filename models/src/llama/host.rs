@@ -89,7 +89,7 @@ impl Llama {
     /// Whether [`Self::forward_with`] runs on the host path: the CPU with
     /// native kernels on, llama.cpp's numerics, and every matrix in a
     /// format the kernels read.
-    pub(super) fn host_ready(&self) -> bool {
+    pub(crate) fn host_ready(&self) -> bool {
         let lin = |l: &QLinear| l.native.is_some();
         self.native_kernels
             && self.numerics == Numerics::Ggml

@@ -1,10 +1,11 @@
-//! [`QMatrix`]: a Q4_1 / Q8_0 weight matrix and its ggml-exact matmul.
+//! [`QMatrix`]: a Q4_1 / Q8_0 / Q5_0 weight matrix and its ggml-exact matmul.
 
 use rayon::prelude::*;
 
 use super::BLOCK;
 use super::act::Q8Rows;
 use super::dot::{self, XRow};
+use crate::gguf::kquant;
 use crate::gguf::quant::f16_to_f32;
 use crate::gguf::{GgmlType, TensorView};
 use crate::llama::error::LlmError;
@@ -94,7 +95,7 @@ fn kernel() -> Kernel {
 }
 
 impl QMatrix {
-    /// Copies a Q4_1 or Q8_0 GGUF matrix (`dims = [cols, rows]`).
+    /// Copies a Q4_1, Q8_0 or Q5_0 GGUF matrix (`dims = [cols, rows]`).
     ///
     /// `None` for other types, or when `cols` is not a whole number of
     /// blocks: those stay on the dense path. Errors only for a view whose
@@ -127,6 +128,7 @@ impl QMatrix {
         let per = match ty {
             GgmlType::Q4_1 => 20,
             GgmlType::Q8_0 => 34,
+            GgmlType::Q5_0 => kquant::Q5_0_BYTES,
             _ => return Ok(None),
         };
         if data.len() != n * per {
@@ -149,6 +151,28 @@ impl QMatrix {
                 q.push(nib);
             }
             Blocks::Q4_1 { q, d, m }
+        } else if ty == GgmlType::Q5_0 {
+            // ggml multiplies a Q5_0 block as the signed bytes `q - 16`
+            // against Q8_0 activations, with the same lane sums and FMA
+            // order as Q8_0 × Q8_0 (`ggml_vec_dot_q5_0_q8_0`, AVX2): widened
+            // once here, the Q8_0 kernels give its bits.
+            let (raw, _) = data.as_chunks::<{ kquant::Q5_0_BYTES }>();
+            let mut q = Vec::with_capacity(n);
+            let mut d = Vec::with_capacity(n);
+            let mut vals = vec![0f32; 32];
+            for b in raw {
+                d.push(f16_at(b, 0));
+                // Decode with unit scale to get the exact integers q - 16.
+                let mut unit = *b;
+                unit[..2].copy_from_slice(&0x3c00u16.to_le_bytes()); // f16 1.0
+                kquant::dequantize_q5_0(&[unit], &mut vals).map_err(|e| e.to_string())?;
+                let mut v = [0i8; 32];
+                for (o, &x) in v.iter_mut().zip(&vals) {
+                    *o = x as i8;
+                }
+                q.push(v);
+            }
+            Blocks::Q8_0 { q, d }
         } else {
             let (raw, _) = data.as_chunks::<34>();
             let mut q = Vec::with_capacity(n);
