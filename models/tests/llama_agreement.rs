@@ -249,7 +249,12 @@ fn flex_reproduces_llama_cpp_exactly() {
 fn quantised_variants_reproduce_llama_cpp_exactly() {
     use memkern_models::quantize::{self, FileType};
     let dir = common::temp_dir("agreement-variants");
-    for ftype in [FileType::Q8_0, FileType::Q5_0] {
+    for ftype in [
+        FileType::Q8_0,
+        FileType::Q5_0,
+        FileType::Q6K,
+        FileType::Q4KM,
+    ] {
         let path = dir.join(format!("smollm2-{ftype}.gguf"));
         quantize::quantize_file(common::smollm2_gguf(), &path, ftype, true, &mut |_, _| {})
             .unwrap();

@@ -13,34 +13,28 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::cache::KvCache;
 use super::error::LlmError;
 use super::model::{Block, Llama, Logits};
-use super::native::{self, AttnShape, Q8Rows, QMatrix};
+use super::native::{self, AttnShape, Input, InputFormat, QMatrix};
 use super::quant::{Numerics, QLinear};
 use crate::lora::{Adapter, Target};
 
 /// A projection's input rows, quantised once per block format asked for.
 struct Rows<'a> {
     x: &'a [f32],
-    q8_1: Option<Q8Rows>,
-    q8_0: Option<Q8Rows>,
+    quantised: [Option<Input>; InputFormat::COUNT],
 }
 
 impl<'a> Rows<'a> {
     fn new(x: &'a [f32]) -> Self {
         Self {
             x,
-            q8_1: None,
-            q8_0: None,
+            quantised: Default::default(),
         }
     }
 
     /// The input quantised for `m`'s block format (computed once per
     /// format).
-    fn input_for(&mut self, m: &QMatrix) -> Result<&Q8Rows, LlmError> {
-        let slot = if m.wants_sums() {
-            &mut self.q8_1
-        } else {
-            &mut self.q8_0
-        };
+    fn input_for(&mut self, m: &QMatrix) -> Result<&Input, LlmError> {
+        let slot = &mut self.quantised[m.input_format().index()];
         if slot.is_none() {
             *slot = m.quantize(self.x);
         }
@@ -59,7 +53,7 @@ impl<'a> Rows<'a> {
     fn times_many(&mut self, ms: &[&QMatrix]) -> Result<Vec<Vec<f32>>, LlmError> {
         let same = ms
             .windows(2)
-            .all(|w| w[0].wants_sums() == w[1].wants_sums());
+            .all(|w| w[0].input_format() == w[1].input_format());
         match ms.first() {
             Some(first) if same => QMatrix::matmul_many(ms, self.input_for(first)?),
             _ => ms.iter().map(|m| self.times(m)).collect(),

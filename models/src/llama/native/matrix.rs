@@ -5,7 +5,9 @@ use rayon::prelude::*;
 use super::BLOCK;
 use super::act::Q8Rows;
 use super::dot::{self, XRow};
-use crate::gguf::kquant;
+use super::kquant::{self, KRow, Q6K_BYTES, Q8KRows};
+use crate::gguf::kquant as file_k;
+use crate::gguf::kquant::QK_K;
 use crate::gguf::quant::f16_to_f32;
 use crate::gguf::{GgmlType, TensorView};
 use crate::llama::error::LlmError;
@@ -17,6 +19,11 @@ const ROWS_PER_TASK: usize = 16;
 /// Output rows per task when the result is transposed back (16 f32s: one
 /// cache line of each weight row's outputs).
 const TRANSPOSE_ROWS: usize = 16;
+
+/// Batches from this many input rows on go through ggml's tiled K-quant
+/// matmul (`ggml_tiled_min_batch`) for K-quant weights that are not
+/// repacked (Q6_K on x86).
+const TILED_MIN_BATCH: usize = 8;
 
 /// Activation rows multiplied per unpacked weight block in prefill.
 const TILE: usize = 4;
@@ -32,6 +39,67 @@ enum Blocks {
     },
     /// Q8_0: per block 32 int8 values and scale `d`.
     Q8_0 { q: Vec<[i8; 32]>, d: Vec<f32> },
+    /// Q4_K super-blocks as the file stores them.
+    Q4K(Vec<[u8; Q4K_BYTES]>),
+    /// Q6_K super-blocks as the file stores them.
+    Q6K(Vec<[u8; Q6K_BYTES]>),
+}
+
+/// Bytes of one Q4_K super-block.
+pub(super) const Q4K_BYTES: usize = 144;
+
+/// The activation format a matrix's kernel multiplies.
+///
+/// Exists because llama.cpp quantises a matmul's input for the weight's
+/// type: Q8_0 for Q8_0 / Q5_0, Q8_1 (with block sums) for Q4_1, Q8_K for
+/// Q6_K, and Q8_K with the 4-row repack quantiser's sign rule for Q4_K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// 32-value blocks, f16 scale.
+    Q8_0,
+    /// 32-value blocks, f16 scale and scaled sum.
+    Q8_1,
+    /// 256-value blocks, f32 scale, sums of 16 (reference quantiser).
+    Q8K,
+    /// As `Q8K`, rows in whole groups of four quantised as the repacked
+    /// Q4_K kernels' input.
+    Q8KGrouped,
+}
+
+impl InputFormat {
+    /// Every format, in the order of [`Self::index`].
+    pub const COUNT: usize = 4;
+
+    /// A small index (for per-format caches).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A matmul input quantised for one [`InputFormat`].
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Q8_0 or Q8_1 blocks.
+    Q8(Q8Rows),
+    /// Q8_K blocks.
+    Q8K(Q8KRows),
+}
+
+impl Input {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            Input::Q8(x) => x.rows(),
+            Input::Q8K(x) => x.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Input::Q8(x) => x.cols,
+            Input::Q8K(x) => x.cols(),
+        }
+    }
 }
 
 /// A quantised weight matrix `[rows (outputs), cols (inputs)]` in the
@@ -124,11 +192,34 @@ impl QMatrix {
         if cols == 0 || !cols.is_multiple_of(BLOCK) {
             return Ok(None);
         }
+        if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
+            if !cols.is_multiple_of(QK_K) {
+                return Ok(None);
+            }
+            let n = rows * kquant::blocks_per_row(cols);
+            let per = if ty == GgmlType::Q4K {
+                Q4K_BYTES
+            } else {
+                Q6K_BYTES
+            };
+            if data.len() != n * per {
+                return Err(format!(
+                    "{} bytes for {n} blocks of {per} bytes",
+                    data.len()
+                ));
+            }
+            let blocks = if ty == GgmlType::Q4K {
+                Blocks::Q4K(data.as_chunks::<Q4K_BYTES>().0.to_vec())
+            } else {
+                Blocks::Q6K(data.as_chunks::<Q6K_BYTES>().0.to_vec())
+            };
+            return Ok(Some(Self { blocks, rows, cols }));
+        }
         let n = rows * (cols / BLOCK);
         let per = match ty {
             GgmlType::Q4_1 => 20,
             GgmlType::Q8_0 => 34,
-            GgmlType::Q5_0 => kquant::Q5_0_BYTES,
+            GgmlType::Q5_0 => file_k::Q5_0_BYTES,
             _ => return Ok(None),
         };
         if data.len() != n * per {
@@ -156,7 +247,7 @@ impl QMatrix {
             // against Q8_0 activations, with the same lane sums and FMA
             // order as Q8_0 × Q8_0 (`ggml_vec_dot_q5_0_q8_0`, AVX2): widened
             // once here, the Q8_0 kernels give its bits.
-            let (raw, _) = data.as_chunks::<{ kquant::Q5_0_BYTES }>();
+            let (raw, _) = data.as_chunks::<{ file_k::Q5_0_BYTES }>();
             let mut q = Vec::with_capacity(n);
             let mut d = Vec::with_capacity(n);
             let mut vals = vec![0f32; 32];
@@ -165,7 +256,7 @@ impl QMatrix {
                 // Decode with unit scale to get the exact integers q - 16.
                 let mut unit = *b;
                 unit[..2].copy_from_slice(&0x3c00u16.to_le_bytes()); // f16 1.0
-                kquant::dequantize_q5_0(&[unit], &mut vals).map_err(|e| e.to_string())?;
+                file_k::dequantize_q5_0(&[unit], &mut vals).map_err(|e| e.to_string())?;
                 let mut v = [0i8; 32];
                 for (o, &x) in v.iter_mut().zip(&vals) {
                     *o = x as i8;
@@ -200,24 +291,34 @@ impl QMatrix {
         self.cols
     }
 
-    /// Whether inputs must be quantised with block sums (Q8_1) for this
-    /// matrix, rather than as plain Q8_0.
-    pub fn wants_sums(&self) -> bool {
-        matches!(self.blocks, Blocks::Q4_1 { .. })
+    /// The activation format this matrix's kernel multiplies.
+    pub fn input_format(&self) -> InputFormat {
+        match self.blocks {
+            Blocks::Q4_1 { .. } => InputFormat::Q8_1,
+            Blocks::Q8_0 { .. } => InputFormat::Q8_0,
+            Blocks::Q4K(_) => InputFormat::Q8KGrouped,
+            Blocks::Q6K(_) => InputFormat::Q8K,
+        }
     }
 
     /// Quantises `x` (`n × cols`, row-major) the way this matrix's
     /// kernel expects. `None` if `x` is not a whole number of rows.
-    pub fn quantize(&self, x: &[f32]) -> Option<Q8Rows> {
-        (x.len().is_multiple_of(self.cols))
-            .then(|| Q8Rows::quantize(x, self.cols, self.wants_sums()))
+    pub fn quantize(&self, x: &[f32]) -> Option<Input> {
+        if !x.len().is_multiple_of(self.cols) {
+            return None;
+        }
+        Some(match self.input_format() {
+            InputFormat::Q8_0 => Input::Q8(Q8Rows::quantize(x, self.cols, false)),
+            InputFormat::Q8_1 => Input::Q8(Q8Rows::quantize(x, self.cols, true)),
+            InputFormat::Q8K => Input::Q8K(Q8KRows::quantize(x, self.cols, false)),
+            InputFormat::Q8KGrouped => Input::Q8K(Q8KRows::quantize(x, self.cols, true)),
+        })
     }
 
     /// `x · Wᵀ`: `[n, rows]` row-major for `n` quantised input rows.
     ///
-    /// Fails (no panic) if `x` was quantised for another width or without
-    /// the block sums a Q4_1 matrix needs.
-    pub fn matmul(&self, x: &Q8Rows) -> Result<Vec<f32>, LlmError> {
+    /// Fails (no panic) if `x` was quantised for another width or format.
+    pub fn matmul(&self, x: &Input) -> Result<Vec<f32>, LlmError> {
         let mut out = Self::matmul_many(&[self], x)?;
         out.pop()
             .ok_or_else(|| LlmError::Backend("a matmul returned nothing".into()))
@@ -227,19 +328,28 @@ impl QMatrix {
     /// parallel loop over all their weight rows: in decode every parallel
     /// loop costs a hand-over between threads, so the q/k/v and gate/up
     /// projections share one. The same bits as separate calls.
-    pub fn matmul_many(ms: &[&QMatrix], x: &Q8Rows) -> Result<Vec<Vec<f32>>, LlmError> {
+    pub fn matmul_many(ms: &[&QMatrix], x: &Input) -> Result<Vec<Vec<f32>>, LlmError> {
         for m in ms {
-            if x.cols != m.cols || (m.wants_sums() && x.s.len() != x.d.len()) {
+            let fits = match (x, m.input_format()) {
+                (Input::Q8(q), InputFormat::Q8_1) => q.s.len() == q.d.len(),
+                (Input::Q8(_), InputFormat::Q8_0) => true,
+                (Input::Q8K(_), InputFormat::Q8K | InputFormat::Q8KGrouped) => true,
+                _ => false,
+            };
+            if x.cols() != m.cols || !fits {
                 return Err(LlmError::Backend(format!(
-                    "input of width {} (sums: {}) for a {}×{} {} matrix",
-                    x.cols,
-                    !x.s.is_empty(),
+                    "input of width {} for a {}×{} matrix taking {:?}",
+                    x.cols(),
                     m.rows,
                     m.cols,
-                    if m.wants_sums() { "Q4_1" } else { "Q8_0" }
+                    m.input_format()
                 )));
             }
         }
+        let x = match x {
+            Input::Q8(x) => x,
+            Input::Q8K(x) => return Ok(Self::matmul_many_k(ms, x)),
+        };
         let n = x.rows();
         let row = |j: usize| x.row(j);
         let kernel = kernel();
@@ -280,6 +390,50 @@ impl QMatrix {
             .zip(outs)
             .map(|(m, out_t)| transpose(&out_t, m.rows, n))
             .collect())
+    }
+
+    /// [`Self::matmul_many`] for K-quant matrices: one dot product per
+    /// (weight row, input row), with Q4_K's gemm rule for input rows in
+    /// whole groups of four and its gemv rule for the rest (as llama.cpp).
+    fn matmul_many_k(ms: &[&QMatrix], x: &Q8KRows) -> Vec<Vec<f32>> {
+        let n = x.rows();
+        let grouped = n - n % 4;
+        let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; m.rows * n]).collect();
+        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+        for (m, out_t) in ms.iter().zip(outs.iter_mut()) {
+            for (t, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n.max(1)).enumerate() {
+                tasks.push((m, t * ROWS_PER_TASK, chunk));
+            }
+        }
+        tasks.into_par_iter().for_each(|(m, r0, chunk)| {
+            for (i, col) in chunk.chunks_mut(n.max(1)).enumerate() {
+                for (j, o) in col.iter_mut().enumerate() {
+                    *o = m.k_dot(r0 + i, x.row(j), j < grouped, n >= TILED_MIN_BATCH);
+                }
+            }
+        });
+        if n == 1 {
+            return outs;
+        }
+        ms.iter()
+            .zip(outs)
+            .map(|(m, out_t)| transpose(&out_t, m.rows, n))
+            .collect()
+    }
+
+    /// Weight row `r` of a K-quant matrix against one input row, by the
+    /// rule llama.cpp applies to that row: Q4_K's gemm rule for rows in a
+    /// group of four, Q6_K's tiled rule in batches of 8 or more.
+    fn k_dot(&self, r: usize, x: KRow<'_>, in_group: bool, tiled: bool) -> f32 {
+        let nb = kquant::blocks_per_row(self.cols);
+        let w = r * nb..(r + 1) * nb;
+        match &self.blocks {
+            Blocks::Q4K(b) => kquant::q4_k_dot(&b[w], x, in_group),
+            Blocks::Q6K(b) if tiled => kquant::q6_k_dot_tiled(&b[w], x),
+            Blocks::Q6K(b) => kquant::q6_k_dot(&b[w], x),
+            // `matmul_many` routes only K-quant matrices here.
+            Blocks::Q4_1 { .. } | Blocks::Q8_0 { .. } => f32::NAN,
+        }
     }
 
     /// Weight row `r` against `R` activation rows, each with this matrix's
@@ -328,6 +482,9 @@ impl QMatrix {
                 // SAFETY: as above.
                 unsafe { dot::neon::q8_0_tile_dot(&q[w.clone()], &d[w], x) }
             }
+            // K-quant matrices take Q8_K inputs (`matmul_many_k`); the
+            // format check in `matmul_many` keeps them from here.
+            (Blocks::Q4K(_) | Blocks::Q6K(_), _) => [f32::NAN; R],
         }
     }
 }
@@ -394,10 +551,13 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let x = input(n * cols, 11);
-            let q = m.quantize(&x).unwrap();
+            let input = m.quantize(&x).unwrap();
+            let Input::Q8(q) = &input else {
+                panic!("a 32-block matrix takes Q8 input")
+            };
             let nb = cols / 32;
             let row = |j: usize| q.row(j);
-            let y = m.matmul(&q).unwrap();
+            let y = m.matmul(&input).unwrap();
             assert_eq!(y.len(), n * rows);
             for r in 0..rows {
                 let tiled = m.tile(Kernel::Portable, r, [row(0), row(1), row(2), row(3)]);
@@ -483,7 +643,7 @@ mod tests {
         let m = QMatrix::from_blocks(GgmlType::Q8_0, 1, 32, &[0; 34])
             .unwrap()
             .unwrap();
-        let wrong = Q8Rows::quantize(&[0.5; 64], 64, false);
+        let wrong = Input::Q8(Q8Rows::quantize(&[0.5; 64], 64, false));
         assert!(m.matmul(&wrong).is_err());
     }
 }

@@ -67,12 +67,14 @@ pub(crate) fn x86_fast() -> bool {
 
 mod act;
 mod dot;
+mod kquant;
 mod matrix;
 mod ops;
 mod pool;
 
 pub use act::Q8Rows;
-pub use matrix::QMatrix;
+pub use kquant::Q8KRows;
+pub use matrix::{Input, InputFormat, QMatrix};
 pub use ops::{
     AttnShape, GgmlIsa, attention, expf_ggml, expf_ggml_avx512, rms_norm, rope_pairs, round_f16,
     swiglu,
