@@ -18,7 +18,7 @@
 //! non-default alignment.
 
 mod recipe;
-mod rows;
+pub(crate) mod rows;
 
 use std::collections::BTreeMap;
 use std::fmt;

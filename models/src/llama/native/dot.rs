@@ -105,6 +105,30 @@ pub(super) fn q8_0_portable_tile<const R: usize>(
     acc.map(hsum8)
 }
 
+fast_fn! {
+    /// One Q5_1 weight row (values `0..=31` widened to bytes) against one
+    /// Q8_1 activation row, as `ggml_vec_dot_q5_1_q8_1` (AVX2): the Q4_1
+    /// rule with a fifth bit — lanes of four products, `fma(d_w·d_x, lane,
+    /// acc)`, the minimums' term `fma(m_w, s_x, summs)`, then
+    /// `hsum_float_8(acc) + summs`.
+    pub(super) fn q5_1_dot(wq: &[[i8; 32]], wd: &[f32], wm: &[f32], x: XRow<'_>) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        let mut w = [0i32; 32];
+        for (b, q) in wq.iter().enumerate() {
+            for (o, &v) in w.iter_mut().zip(q) {
+                *o = i32::from(v);
+            }
+            summs = wm[b].mul_add(x.s[b], summs);
+            let dd = wd[b] * x.d[b];
+            for (a, s) in acc.iter_mut().zip(lane_sums(&w, &x.q[b])) {
+                *a = dd.mul_add(s as f32, *a);
+            }
+        }
+        hsum8(acc) + summs
+    }
+}
+
 /// The AVX2 + FMA versions (x86-64 only, chosen at run time).
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {

@@ -257,6 +257,105 @@ fast_fn! {
     }
 }
 
+fast_fn! {
+    /// One Q5_K weight row against one Q8_K activation row as
+    /// `ggml_vec_dot_q5_K_q8_K` (AVX2) computes it: eight lanes of
+    /// `Σ sc_s·q·q8` over positions `4l..4l+3` of each 32-value sub-block,
+    /// `acc[l] = fma(d_x·d_w, lane, acc[l])`, plus the minimums' term
+    /// `summs = fma(−d_x·dmin_w, Σ m_s·bsum32_s, summs)`; the result is
+    /// `hsum_float_8(acc) + summs`.
+    pub(super) fn q5_k_dot(w: &[[u8; Q5K_BYTES]], x: KRow<'_>) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for (b, blk) in w.iter().enumerate() {
+            let d = x.d[b] * f16_at(blk, 0);
+            let dmin = -x.d[b] * f16_at(blk, 2);
+            let (sc, mins) = k_scales(blk);
+            let bs = &x.bsums[b];
+            let mut imin = 0i32;
+            for s in 0..8 {
+                imin += mins[s] * (bs[2 * s] + bs[2 * s + 1]);
+            }
+            summs = dmin.mul_add(imin as f32, summs);
+            let q = q5_values(blk);
+            let q8 = &x.q[b];
+            let mut lanes = [0i32; 8];
+            for (s, &scale) in sc.iter().enumerate() {
+                for e in 0..32 {
+                    let i = 32 * s + e;
+                    lanes[e / 4] += scale * i32::from(q[i]) * i32::from(q8[i]);
+                }
+            }
+            for (a, &lane) in acc.iter_mut().zip(&lanes) {
+                *a = d.mul_add(lane as f32, *a);
+            }
+        }
+        hsum8(acc) + summs
+    }
+}
+
+fast_fn! {
+    /// One Q5_K weight row against one Q8_K activation row by ggml's
+    /// tiled K-quant rule (batches of 8 or more): per super-block
+    /// `res = fma(−dmin_w, Σ m_s·bsum32_s, d_w·Σ sc_s·q·q8)`, then
+    /// `acc = fma(res, d_x, acc)`.
+    pub(super) fn q5_k_dot_tiled(w: &[[u8; Q5K_BYTES]], x: KRow<'_>) -> f32 {
+        let mut acc = 0f32;
+        for (b, blk) in w.iter().enumerate() {
+            let (sc, mins) = k_scales(blk);
+            let q = q5_values(blk);
+            let q8 = &x.q[b];
+            let bs = &x.bsums[b];
+            let (mut s1, mut s2) = (0i32, 0i32);
+            for s in 0..8 {
+                let mut dot = 0i32;
+                for e in 32 * s..32 * s + 32 {
+                    dot += i32::from(q[e]) * i32::from(q8[e]);
+                }
+                s1 += sc[s] * dot;
+                s2 += mins[s] * (bs[2 * s] + bs[2 * s + 1]);
+            }
+            let res = (-f16_at(blk, 2)).mul_add(s2 as f32, f16_at(blk, 0) * s1 as f32);
+            acc = res.mul_add(x.d[b], acc);
+        }
+        acc
+    }
+}
+
+/// The eight 6-bit scales and minimums of a Q4_K / Q5_K super-block.
+#[inline(always)]
+fn k_scales(blk: &[u8]) -> ([i32; 8], [i32; 8]) {
+    let mut sc12 = [0u8; 12];
+    sc12.copy_from_slice(&blk[4..16]);
+    let mut sc = [0i32; 8];
+    let mut mins = [0i32; 8];
+    for j in 0..8 {
+        let (s, m) = scale_min_k4(j, &sc12);
+        sc[j] = i32::from(s);
+        mins[j] = i32::from(m);
+    }
+    (sc, mins)
+}
+
+/// The 256 five-bit values of a Q5_K super-block, in element order.
+#[inline(always)]
+fn q5_values(blk: &[u8]) -> [u8; QK_K] {
+    let qh = &blk[16..48];
+    let ql = &blk[48..176];
+    let mut v = [0u8; QK_K];
+    for c in 0..4 {
+        for l in 0..32 {
+            let lo = ql[32 * c + l];
+            v[64 * c + l] = (lo & 0xf) | (((qh[l] >> (2 * c)) & 1) << 4);
+            v[64 * c + 32 + l] = (lo >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
+        }
+    }
+    v
+}
+
+/// Bytes of one Q5_K super-block.
+pub(super) const Q5K_BYTES: usize = 176;
+
 /// The number of Q4_K / Q6_K super-blocks in a row of `cols` values.
 pub(super) fn blocks_per_row(cols: usize) -> usize {
     cols / QK_K
@@ -293,6 +392,52 @@ mod tests {
                     .sum();
                 assert_eq!(r.bsums[b][k], s);
             }
+        }
+    }
+
+    /// `Σ w·x` over the dequantised weights and activations, in f64.
+    fn reference(w: &[f32], x: &Q8KRows) -> f64 {
+        let r = x.row(0);
+        let mut sum = 0f64;
+        for (b, q) in r.q.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                sum += f64::from(w[b * QK_K + i]) * f64::from(v) * f64::from(r.d[b]);
+            }
+        }
+        sum
+    }
+
+    #[test]
+    fn k_quant_dots_match_the_dequantised_product_by_every_rule() {
+        use crate::gguf::kquant as file_k;
+        let cols = 4 * QK_K;
+        let w = values(cols, 17);
+        let x = Q8KRows::quantize(&values(cols, 23), cols, false);
+        let mut back = vec![0f32; cols];
+
+        let mut q4 = Vec::new();
+        crate::quantize::rows::q4_k(&w, &mut q4);
+        file_k::dequantize_q4_k(q4.as_chunks().0, &mut back).unwrap();
+        let want = reference(&back, &x);
+        let (blocks, _) = q4.as_chunks::<Q4K_BYTES>();
+        for pairs in [false, true] {
+            let got = q4_k_dot(blocks, x.row(0), pairs);
+            assert!(
+                (f64::from(got) - want).abs() < 1e-3 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+
+        let mut q6 = Vec::new();
+        crate::quantize::rows::q6_k(&w, &mut q6);
+        file_k::dequantize_q6_k(q6.as_chunks().0, &mut back).unwrap();
+        let want = reference(&back, &x);
+        let (blocks, _) = q6.as_chunks::<Q6K_BYTES>();
+        for got in [q6_k_dot(blocks, x.row(0)), q6_k_dot_tiled(blocks, x.row(0))] {
+            assert!(
+                (f64::from(got) - want).abs() < 1e-3 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
         }
     }
 

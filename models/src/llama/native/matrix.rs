@@ -1,11 +1,12 @@
-//! [`QMatrix`]: a Q4_1 / Q8_0 / Q5_0 weight matrix and its ggml-exact matmul.
+//! [`QMatrix`]: a quantised weight matrix (Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+//! Q5_K, Q6_K) and its ggml-exact matmul.
 
 use rayon::prelude::*;
 
 use super::BLOCK;
 use super::act::Q8Rows;
 use super::dot::{self, XRow};
-use super::kquant::{self, KRow, Q6K_BYTES, Q8KRows};
+use super::kquant::{self, KRow, Q5K_BYTES, Q6K_BYTES, Q8KRows};
 use crate::gguf::kquant as file_k;
 use crate::gguf::kquant::QK_K;
 use crate::gguf::quant::f16_to_f32;
@@ -39,8 +40,16 @@ enum Blocks {
     },
     /// Q8_0: per block 32 int8 values and scale `d`.
     Q8_0 { q: Vec<[i8; 32]>, d: Vec<f32> },
+    /// Q5_1: per block 32 values `0..=31`, scale `d`, minimum `m`.
+    Q5_1 {
+        q: Vec<[i8; 32]>,
+        d: Vec<f32>,
+        m: Vec<f32>,
+    },
     /// Q4_K super-blocks as the file stores them.
     Q4K(Vec<[u8; Q4K_BYTES]>),
+    /// Q5_K super-blocks as the file stores them.
+    Q5K(Vec<[u8; Q5K_BYTES]>),
     /// Q6_K super-blocks as the file stores them.
     Q6K(Vec<[u8; Q6K_BYTES]>),
 }
@@ -163,7 +172,7 @@ fn kernel() -> Kernel {
 }
 
 impl QMatrix {
-    /// Copies a Q4_1, Q8_0 or Q5_0 GGUF matrix (`dims = [cols, rows]`).
+    /// Copies a GGUF matrix of a type with a native kernel (`dims = [cols, rows]`).
     ///
     /// `None` for other types, or when `cols` is not a whole number of
     /// blocks: those stay on the dense path. Errors only for a view whose
@@ -192,15 +201,17 @@ impl QMatrix {
         if cols == 0 || !cols.is_multiple_of(BLOCK) {
             return Ok(None);
         }
-        if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
-            if !cols.is_multiple_of(QK_K) {
+        if matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K) {
+            // llama.cpp repacks Q4_K with rows in groups of 8 and runs the
+            // others through kernels not reproduced here: those stay dense.
+            if !cols.is_multiple_of(QK_K) || (ty == GgmlType::Q4K && !rows.is_multiple_of(8)) {
                 return Ok(None);
             }
             let n = rows * kquant::blocks_per_row(cols);
-            let per = if ty == GgmlType::Q4K {
-                Q4K_BYTES
-            } else {
-                Q6K_BYTES
+            let per = match ty {
+                GgmlType::Q4K => Q4K_BYTES,
+                GgmlType::Q5K => Q5K_BYTES,
+                _ => Q6K_BYTES,
             };
             if data.len() != n * per {
                 return Err(format!(
@@ -208,10 +219,10 @@ impl QMatrix {
                     data.len()
                 ));
             }
-            let blocks = if ty == GgmlType::Q4K {
-                Blocks::Q4K(data.as_chunks::<Q4K_BYTES>().0.to_vec())
-            } else {
-                Blocks::Q6K(data.as_chunks::<Q6K_BYTES>().0.to_vec())
+            let blocks = match ty {
+                GgmlType::Q4K => Blocks::Q4K(data.as_chunks::<Q4K_BYTES>().0.to_vec()),
+                GgmlType::Q5K => Blocks::Q5K(data.as_chunks::<Q5K_BYTES>().0.to_vec()),
+                _ => Blocks::Q6K(data.as_chunks::<Q6K_BYTES>().0.to_vec()),
             };
             return Ok(Some(Self { blocks, rows, cols }));
         }
@@ -220,6 +231,7 @@ impl QMatrix {
             GgmlType::Q4_1 => 20,
             GgmlType::Q8_0 => 34,
             GgmlType::Q5_0 => file_k::Q5_0_BYTES,
+            GgmlType::Q5_1 => file_k::Q5_1_BYTES,
             _ => return Ok(None),
         };
         if data.len() != n * per {
@@ -242,6 +254,26 @@ impl QMatrix {
                 q.push(nib);
             }
             Blocks::Q4_1 { q, d, m }
+        } else if ty == GgmlType::Q5_1 {
+            let (raw, _) = data.as_chunks::<{ file_k::Q5_1_BYTES }>();
+            let mut q = Vec::with_capacity(n);
+            let mut d = Vec::with_capacity(n);
+            let mut m = Vec::with_capacity(n);
+            let mut vals = vec![0f32; 32];
+            for b in raw {
+                d.push(f16_at(b, 0));
+                m.push(f16_at(b, 2));
+                // Unit scale, zero minimum: the exact 5-bit values.
+                let mut unit = *b;
+                unit[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x00]);
+                file_k::dequantize_q5_1(&[unit], &mut vals).map_err(|e| e.to_string())?;
+                let mut v = [0i8; 32];
+                for (o, &x) in v.iter_mut().zip(&vals) {
+                    *o = x as i8;
+                }
+                q.push(v);
+            }
+            Blocks::Q5_1 { q, d, m }
         } else if ty == GgmlType::Q5_0 {
             // ggml multiplies a Q5_0 block as the signed bytes `q - 16`
             // against Q8_0 activations, with the same lane sums and FMA
@@ -294,10 +326,10 @@ impl QMatrix {
     /// The activation format this matrix's kernel multiplies.
     pub fn input_format(&self) -> InputFormat {
         match self.blocks {
-            Blocks::Q4_1 { .. } => InputFormat::Q8_1,
+            Blocks::Q4_1 { .. } | Blocks::Q5_1 { .. } => InputFormat::Q8_1,
             Blocks::Q8_0 { .. } => InputFormat::Q8_0,
             Blocks::Q4K(_) => InputFormat::Q8KGrouped,
-            Blocks::Q6K(_) => InputFormat::Q8K,
+            Blocks::Q5K(_) | Blocks::Q6K(_) => InputFormat::Q8K,
         }
     }
 
@@ -429,10 +461,12 @@ impl QMatrix {
         let w = r * nb..(r + 1) * nb;
         match &self.blocks {
             Blocks::Q4K(b) => kquant::q4_k_dot(&b[w], x, in_group),
+            Blocks::Q5K(b) if tiled => kquant::q5_k_dot_tiled(&b[w], x),
+            Blocks::Q5K(b) => kquant::q5_k_dot(&b[w], x),
             Blocks::Q6K(b) if tiled => kquant::q6_k_dot_tiled(&b[w], x),
             Blocks::Q6K(b) => kquant::q6_k_dot(&b[w], x),
             // `matmul_many` routes only K-quant matrices here.
-            Blocks::Q4_1 { .. } | Blocks::Q8_0 { .. } => f32::NAN,
+            Blocks::Q4_1 { .. } | Blocks::Q5_1 { .. } | Blocks::Q8_0 { .. } => f32::NAN,
         }
     }
 
@@ -482,9 +516,13 @@ impl QMatrix {
                 // SAFETY: as above.
                 unsafe { dot::neon::q8_0_tile_dot(&q[w.clone()], &d[w], x) }
             }
+            // Q5_1 has one kernel (vectorised by the compiler), run per row.
+            (Blocks::Q5_1 { q, d, m }, _) => {
+                x.map(|x| dot::q5_1_dot(&q[w.clone()], &d[w.clone()], &m[w.clone()], x))
+            }
             // K-quant matrices take Q8_K inputs (`matmul_many_k`); the
             // format check in `matmul_many` keeps them from here.
-            (Blocks::Q4K(_) | Blocks::Q6K(_), _) => [f32::NAN; R],
+            (Blocks::Q4K(_) | Blocks::Q5K(_) | Blocks::Q6K(_), _) => [f32::NAN; R],
         }
     }
 }
