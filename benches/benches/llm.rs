@@ -624,6 +624,36 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     versus_llama_cpp(&gguf)?;
+    // The same table for K-quant variants made by `memkern models
+    // quantize` (byte for byte llama-quantize's files), issue 15's
+    // "each model × quant": `MEMKERN_BENCH_QUANTS=Q4_K_M,Q6_K` (default
+    // Q4_K_M; `none` skips).
+    let quants = std::env::var("MEMKERN_BENCH_QUANTS").unwrap_or_else(|_| "Q4_K_M".into());
+    for q in quants
+        .split(',')
+        .map(str::trim)
+        .filter(|q| !q.is_empty() && *q != "none")
+    {
+        let ftype: memkern_models::quantize::FileType = q.parse()?;
+        let path = dir.join(format!("smollm2-{ftype}.gguf"));
+        let t = std::time::Instant::now();
+        memkern_models::quantize::quantize_file(&gguf, &path, ftype, true, &mut |_, _| {})?;
+        let bytes = std::fs::metadata(&path)?.len();
+        println!(
+            "\n### SmolLM2-135M-Instruct {ftype} ({bytes} bytes, quantised in {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+        let t = std::time::Instant::now();
+        let llm = Llm::load(&path, Backend::Cpu)?;
+        println!(
+            "load {:.0} ms, native path: {}",
+            t.elapsed().as_secs_f64() * 1000.0,
+            llm.runs_native()
+        );
+        drop(llm);
+        versus_llama_cpp(&path)?;
+        std::fs::remove_file(&path)?;
+    }
     if std::env::var("MEMKERN_BENCH_ONLY").is_ok_and(|v| v == "speed") {
         return Ok(());
     }

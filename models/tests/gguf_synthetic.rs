@@ -20,7 +20,7 @@ fn valid_file_reads_back() {
     let f = GgufFile::from_bytes(bytes.clone()).unwrap();
     assert_eq!(f.version(), 3);
     assert_eq!(f.alignment(), 32);
-    assert_eq!(f.tensors().len(), 6);
+    assert_eq!(f.tensors().len(), 7);
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.architecture().unwrap(), "llama");
     let p = LlamaParams::from_gguf(&f).unwrap();
@@ -74,17 +74,19 @@ fn valid_file_reads_back() {
         assert!((got - want).abs() < 1e-3, "{got} vs {want}");
     }
 
-    // Q8_0 and Q4_0 dequantise; Q6_K is reported as unsupported.
+    // Q8_0, Q4_0 and Q6_K dequantise; Q2_K is reported as unsupported.
     let head = f.tensor("head.q8_0").unwrap();
     assert_eq!(head.q8_0_blocks().unwrap().len(), 3);
     assert_eq!(head.to_f32_vec().unwrap().len(), 96);
     assert_eq!(f.tensor("w.q4_0").unwrap().to_f32_vec().unwrap().len(), 32);
     let q6 = f.tensor("w.q6_k").unwrap();
     assert_eq!(q6.data().len(), 210);
+    assert_eq!(q6.to_f32_vec().unwrap().len(), 256);
+    let q2 = f.tensor("w.q2_k").unwrap();
     assert!(matches!(
-        q6.to_f32_vec(),
+        q2.to_f32_vec(),
         Err(GgufError::UnsupportedType {
-            ty: GgmlType::Q6K,
+            ty: GgmlType::Q2K,
             ..
         })
     ));

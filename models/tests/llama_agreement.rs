@@ -255,6 +255,7 @@ fn quantised_variants_reproduce_llama_cpp_exactly() {
     for (ftype, prompts, tokens) in [
         (FileType::Q4KM, 8, 32),
         (FileType::Q8_0, 4, 16),
+        (FileType::Q4_0, 4, 16),
         (FileType::Q5_0, 4, 16),
         (FileType::Q5_1, 4, 16),
         (FileType::Q6K, 4, 16),

@@ -11,14 +11,8 @@
 # Needs what reference.sh needs.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-bindir="$(dirname "$("$root/benches/llama-cpp/build.sh")")"
-lcpp="$(cd "$bindir/../.." && pwd)"
-inc="$(dirname "$(find "$lcpp/src" -path '*/include/llama.h' | head -1)")"
-ginc="$(dirname "$(find "$lcpp/src" -path '*/ggml/include/ggml.h' | head -1)")"
-ref="$bindir/memkern-reference"
-g++ -O2 -std=c++17 "$root/tools/llama-fixtures/reference.cpp" -I "$inc" -I "$ginc" \
-  -L "$bindir" -lllama -lggml -lggml-base -Wl,-rpath,"$bindir" -o "$ref"
-cache="${MEMKERN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
+ref="$("$root/tools/llama-fixtures/build-reference.sh")"
+cache="${MEMKERN_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
 model="$cache/gemma3-270m-q4-k-m/gemma-3-270m-q4_k_m.gguf"
 [[ -f "$model" ]] || { echo "no $model: run 'memkern models pull gemma3-270m-q4-k-m' first" >&2; exit 1; }
 tmp="$(mktemp -d)"

@@ -13,7 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="$(dirname "$("$root/benches/llama-cpp/build.sh")")/llama-quantize"
-cache="${MEMKERN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
+cache="${MEMKERN_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
 model="$cache/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"
 [[ -f "$model" ]] || { echo "no $model: run 'memkern models fetch' first" >&2; exit 1; }
 tmp="$(mktemp -d)"

@@ -12,14 +12,9 @@
 # C++ compiler, python3, and the model in the memkern cache.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-bindir="$(dirname "$("$root/benches/llama-cpp/build.sh")")"
-lcpp="$(cd "$bindir/../.." && pwd)"
-inc="$(dirname "$(find "$lcpp/src" -path '*/include/llama.h' | head -1)")"
-ginc="$(dirname "$(find "$lcpp/src" -path '*/ggml/include/ggml.h' | head -1)")"
-ref="$bindir/memkern-reference"
-g++ -O2 -std=c++17 "$root/tools/llama-fixtures/reference.cpp" -I "$inc" -I "$ginc" \
-  -L "$bindir" -lllama -lggml -lggml-base -Wl,-rpath,"$bindir" -o "$ref"
-cache="${MEMKERN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
+ref="$("$root/tools/llama-fixtures/build-reference.sh")"
+bindir="$(dirname "$ref")"
+cache="${MEMKERN_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memkern/models}"
 model="$cache/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"
 [[ -f "$model" ]] || { echo "no $model: run 'memkern models fetch' first" >&2; exit 1; }
 prompts="$root/../shared/fixtures/smollm2_reference.jsonl"

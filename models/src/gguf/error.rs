@@ -185,6 +185,11 @@ pub enum GgufError {
         /// What the file holds.
         found: String,
     },
+    /// The model's `general.architecture` has no forward pass here.
+    #[error(
+        "architecture {0:?} is not supported yet (memkern runs \"llama\": SmolLM2, Llama, TinyLlama)"
+    )]
+    UnsupportedArchitecture(String),
     /// No tensor of that name.
     #[error("tensor {0:?} not found")]
     TensorNotFound(String),

@@ -15,7 +15,7 @@
 //! of 256 (SmolLM2's 576, Gemma 3 270M's 640).
 
 use super::error::GgufError;
-use super::quant::f16_to_f32;
+use super::quant::{check_len, f16_at};
 
 /// Weights per K-quant super-block.
 pub const QK_K: usize = 256;
@@ -29,23 +29,6 @@ pub const Q4_K_BYTES: usize = 144;
 pub const Q5_K_BYTES: usize = 176;
 /// Bytes per Q6_K super-block.
 pub const Q6_K_BYTES: usize = 210;
-
-#[inline(always)]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
-}
-
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), GgufError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(GgufError::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
-    }
-}
 
 /// The 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K / Q5_K
 /// super-block's 12 packed bytes (ggml's `get_scale_min_k4`).
@@ -62,9 +45,9 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 }
 
 /// The 5-bit values of one Q5_0 / Q5_1 block: `qh` holds bit 4 of weight
-/// `j` at bit `j`.
+/// `j` at bit `j`, `qs` the 16 nibble bytes.
 #[inline(always)]
-fn q5_values(qh: u32, qs: &[u8]) -> [u8; 32] {
+pub fn q5_values(qh: u32, qs: &[u8]) -> [u8; 32] {
     let mut v = [0u8; 32];
     for j in 0..16 {
         let h0 = (((qh >> j) << 4) & 0x10) as u8;

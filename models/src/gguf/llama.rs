@@ -36,11 +36,7 @@ impl LlamaParams {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, GgufError> {
         let arch = gguf.architecture()?;
         if arch != "llama" {
-            return Err(GgufError::WrongType {
-                key: "general.architecture".into(),
-                expected: "\"llama\"",
-                found: format!("{arch:?}"),
-            });
+            return Err(GgufError::UnsupportedArchitecture(arch.to_owned()));
         }
         let head_count = gguf.get_u32("llama.attention.head_count")?;
         let head_count_kv = match gguf.get("llama.attention.head_count_kv") {

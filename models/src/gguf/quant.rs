@@ -52,11 +52,11 @@ pub fn f16_to_f32(h: u16) -> f32 {
 }
 
 #[inline(always)]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), GgufError> {
+pub(super) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), GgufError> {
     if expected == got {
         Ok(())
     } else {

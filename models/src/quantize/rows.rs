@@ -447,6 +447,19 @@ pub fn q6_k(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
+/// Deterministic pseudo-random values in `±scale/2` (an LCG), for the
+/// quantisation and kernel tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,13 +467,7 @@ mod tests {
     use crate::gguf::quant;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect()
+        super::test_values(n, seed, 0.2)
     }
 
     fn rms(a: &[f32], b: &[f32]) -> f32 {

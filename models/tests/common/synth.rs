@@ -308,4 +308,5 @@ pub fn small_model() -> Builder {
             with_scales(noise(18, 3), 18, 1),
         ))
         .tensor(tensor("w.q6_k", &[256, 1], 14, noise(210, 4)))
+        .tensor(tensor("w.q2_k", &[256, 1], 10, noise(84, 5)))
 }

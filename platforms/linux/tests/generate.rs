@@ -262,6 +262,18 @@ fn models_pull_list_and_rm_manage_the_cache() {
         .find(|m| m["model"] == "gemma3-270m-q4-k-m")
         .expect("gemma row");
     assert_eq!(gemma["cached"], true);
+    // Its architecture has no forward pass yet: one line, naming it.
+    let refused = memkern(&[
+        "generate",
+        "--model",
+        "gemma3-270m-q4-k-m",
+        "--prompt",
+        "hi",
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("\"gemma3\" is not supported"), "{err}");
     // The part packages' entries are gone once the model is assembled.
     assert!(
         !listed["other_entries"]

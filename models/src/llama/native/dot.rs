@@ -129,6 +129,25 @@ fast_fn! {
     }
 }
 
+fast_fn! {
+    /// One Q4_0 weight row (values `q − 8` widened to bytes) against one
+    /// Q8_0 activation row, as llama.cpp's repacked Q4_0 kernels compute
+    /// it on AVX2 (`ggml_gemv_q4_0_8x8_q8_0` and the gemm for groups of
+    /// four rows alike): per block the exact integer `Σ w·x`, then one
+    /// `acc = fma(Σ, d_w·d_x, acc)`.
+    pub(super) fn q4_0_repacked_dot(wq: &[[i8; 32]], wd: &[f32], x: XRow<'_>) -> f32 {
+        let mut acc = 0f32;
+        for (b, q) in wq.iter().enumerate() {
+            let mut sum = 0i32;
+            for (&w, &v) in q.iter().zip(&x.q[b]) {
+                sum += i32::from(w) * i32::from(v);
+            }
+            acc = (wd[b] * x.d[b]).mul_add(sum as f32, acc);
+        }
+        acc
+    }
+}
+
 /// The AVX2 + FMA versions (x86-64 only, chosen at run time).
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {

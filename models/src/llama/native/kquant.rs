@@ -366,13 +366,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 3.0
-            })
-            .collect()
+        crate::quantize::rows::test_values(n, seed, 3.0)
     }
 
     #[test]

@@ -40,6 +40,9 @@ enum Blocks {
     },
     /// Q8_0: per block 32 int8 values and scale `d`.
     Q8_0 { q: Vec<[i8; 32]>, d: Vec<f32> },
+    /// Q4_0 (rows a multiple of 8, which llama.cpp repacks): per block 32
+    /// values `q − 8` and scale `d`.
+    Q4_0Repacked { q: Vec<[i8; 32]>, d: Vec<f32> },
     /// Q5_1: per block 32 values `0..=31`, scale `d`, minimum `m`.
     Q5_1 {
         q: Vec<[i8; 32]>,
@@ -232,6 +235,9 @@ impl QMatrix {
             GgmlType::Q8_0 => 34,
             GgmlType::Q5_0 => file_k::Q5_0_BYTES,
             GgmlType::Q5_1 => file_k::Q5_1_BYTES,
+            // Other shapes go through llamafile's tinyBLAS / vec_dot in
+            // llama.cpp, not reproduced here: they stay dense.
+            GgmlType::Q4_0 if rows.is_multiple_of(8) => 18,
             _ => return Ok(None),
         };
         if data.len() != n * per {
@@ -254,25 +260,24 @@ impl QMatrix {
                 q.push(nib);
             }
             Blocks::Q4_1 { q, d, m }
-        } else if ty == GgmlType::Q5_1 {
-            let (raw, _) = data.as_chunks::<{ file_k::Q5_1_BYTES }>();
+        } else if ty == GgmlType::Q4_0 {
+            let (raw, _) = data.as_chunks::<18>();
             let mut q = Vec::with_capacity(n);
             let mut d = Vec::with_capacity(n);
-            let mut m = Vec::with_capacity(n);
-            let mut vals = vec![0f32; 32];
             for b in raw {
                 d.push(f16_at(b, 0));
-                m.push(f16_at(b, 2));
-                // Unit scale, zero minimum: the exact 5-bit values.
-                let mut unit = *b;
-                unit[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x00]);
-                file_k::dequantize_q5_1(&[unit], &mut vals).map_err(|e| e.to_string())?;
                 let mut v = [0i8; 32];
-                for (o, &x) in v.iter_mut().zip(&vals) {
-                    *o = x as i8;
+                for j in 0..16 {
+                    // Nibbles are 0..=15, so `nibble - 8` fits an i8.
+                    v[j] = (b[2 + j] & 0x0f) as i8 - 8;
+                    v[j + 16] = (b[2 + j] >> 4) as i8 - 8;
                 }
                 q.push(v);
             }
+            Blocks::Q4_0Repacked { q, d }
+        } else if ty == GgmlType::Q5_1 {
+            let (raw, _) = data.as_chunks::<{ file_k::Q5_1_BYTES }>();
+            let (q, d, m) = widen_q5(raw, 4, 0);
             Blocks::Q5_1 { q, d, m }
         } else if ty == GgmlType::Q5_0 {
             // ggml multiplies a Q5_0 block as the signed bytes `q - 16`
@@ -280,21 +285,7 @@ impl QMatrix {
             // order as Q8_0 × Q8_0 (`ggml_vec_dot_q5_0_q8_0`, AVX2): widened
             // once here, the Q8_0 kernels give its bits.
             let (raw, _) = data.as_chunks::<{ file_k::Q5_0_BYTES }>();
-            let mut q = Vec::with_capacity(n);
-            let mut d = Vec::with_capacity(n);
-            let mut vals = vec![0f32; 32];
-            for b in raw {
-                d.push(f16_at(b, 0));
-                // Decode with unit scale to get the exact integers q - 16.
-                let mut unit = *b;
-                unit[..2].copy_from_slice(&0x3c00u16.to_le_bytes()); // f16 1.0
-                file_k::dequantize_q5_0(&[unit], &mut vals).map_err(|e| e.to_string())?;
-                let mut v = [0i8; 32];
-                for (o, &x) in v.iter_mut().zip(&vals) {
-                    *o = x as i8;
-                }
-                q.push(v);
-            }
+            let (q, d, _) = widen_q5(raw, 2, 16);
             Blocks::Q8_0 { q, d }
         } else {
             let (raw, _) = data.as_chunks::<34>();
@@ -327,7 +318,7 @@ impl QMatrix {
     pub fn input_format(&self) -> InputFormat {
         match self.blocks {
             Blocks::Q4_1 { .. } | Blocks::Q5_1 { .. } => InputFormat::Q8_1,
-            Blocks::Q8_0 { .. } => InputFormat::Q8_0,
+            Blocks::Q8_0 { .. } | Blocks::Q4_0Repacked { .. } => InputFormat::Q8_0,
             Blocks::Q4K(_) => InputFormat::Q8KGrouped,
             Blocks::Q5K(_) | Blocks::Q6K(_) => InputFormat::Q8K,
         }
@@ -390,12 +381,7 @@ impl QMatrix {
         // outermost, so a group stays in L1 while the task's weight rows
         // pass over it, and each weight block is unpacked once per group.
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; m.rows * n]).collect();
-        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
-        for (m, out_t) in ms.iter().zip(outs.iter_mut()) {
-            for (t, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n.max(1)).enumerate() {
-                tasks.push((m, t * ROWS_PER_TASK, chunk));
-            }
-        }
+        let tasks = row_tasks(ms, &mut outs, n);
         tasks.into_par_iter().for_each(|(m, r0, chunk)| {
             let mut j = 0;
             while j < n {
@@ -414,14 +400,7 @@ impl QMatrix {
                 j = if full { j + TILE } else { n };
             }
         });
-        if n == 1 {
-            return Ok(outs);
-        }
-        Ok(ms
-            .iter()
-            .zip(outs)
-            .map(|(m, out_t)| transpose(&out_t, m.rows, n))
-            .collect())
+        Ok(untranspose(ms, outs, n))
     }
 
     /// [`Self::matmul_many`] for K-quant matrices: one dot product per
@@ -431,12 +410,7 @@ impl QMatrix {
         let n = x.rows();
         let grouped = n - n % 4;
         let mut outs: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; m.rows * n]).collect();
-        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
-        for (m, out_t) in ms.iter().zip(outs.iter_mut()) {
-            for (t, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n.max(1)).enumerate() {
-                tasks.push((m, t * ROWS_PER_TASK, chunk));
-            }
-        }
+        let tasks = row_tasks(ms, &mut outs, n);
         tasks.into_par_iter().for_each(|(m, r0, chunk)| {
             for (i, col) in chunk.chunks_mut(n.max(1)).enumerate() {
                 for (j, o) in col.iter_mut().enumerate() {
@@ -444,13 +418,7 @@ impl QMatrix {
                 }
             }
         });
-        if n == 1 {
-            return outs;
-        }
-        ms.iter()
-            .zip(outs)
-            .map(|(m, out_t)| transpose(&out_t, m.rows, n))
-            .collect()
+        untranspose(ms, outs, n)
     }
 
     /// Weight row `r` of a K-quant matrix against one input row, by the
@@ -466,7 +434,10 @@ impl QMatrix {
             Blocks::Q6K(b) if tiled => kquant::q6_k_dot_tiled(&b[w], x),
             Blocks::Q6K(b) => kquant::q6_k_dot(&b[w], x),
             // `matmul_many` routes only K-quant matrices here.
-            Blocks::Q4_1 { .. } | Blocks::Q5_1 { .. } | Blocks::Q8_0 { .. } => f32::NAN,
+            Blocks::Q4_1 { .. }
+            | Blocks::Q5_1 { .. }
+            | Blocks::Q8_0 { .. }
+            | Blocks::Q4_0Repacked { .. } => f32::NAN,
         }
     }
 
@@ -516,7 +487,11 @@ impl QMatrix {
                 // SAFETY: as above.
                 unsafe { dot::neon::q8_0_tile_dot(&q[w.clone()], &d[w], x) }
             }
-            // Q5_1 has one kernel (vectorised by the compiler), run per row.
+            // Q4_0 and Q5_1 have one kernel each (vectorised by the
+            // compiler), run per row.
+            (Blocks::Q4_0Repacked { q, d }, _) => {
+                x.map(|x| dot::q4_0_repacked_dot(&q[w.clone()], &d[w.clone()], x))
+            }
             (Blocks::Q5_1 { q, d, m }, _) => {
                 x.map(|x| dot::q5_1_dot(&q[w.clone()], &d[w.clone()], &m[w.clone()], x))
             }
@@ -525,6 +500,59 @@ impl QMatrix {
             (Blocks::Q4K(_) | Blocks::Q5K(_) | Blocks::Q6K(_), _) => [f32::NAN; R],
         }
     }
+}
+
+/// The parallel tasks of a matmul over `ms`: each owns `ROWS_PER_TASK`
+/// whole weight rows of one matrix and their `n` outputs in `outs`
+/// (`[rows, n]` per matrix).
+fn row_tasks<'a, 'm>(
+    ms: &[&'m QMatrix],
+    outs: &'a mut [Vec<f32>],
+    n: usize,
+) -> Vec<(&'m QMatrix, usize, &'a mut [f32])> {
+    let mut tasks = Vec::new();
+    for (m, out_t) in ms.iter().zip(outs.iter_mut()) {
+        for (t, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n.max(1)).enumerate() {
+            tasks.push((*m, t * ROWS_PER_TASK, chunk));
+        }
+    }
+    tasks
+}
+
+/// The `[rows, n]` outputs of [`row_tasks`] as `[n, rows]` row-major.
+fn untranspose(ms: &[&QMatrix], outs: Vec<Vec<f32>>, n: usize) -> Vec<Vec<f32>> {
+    if n == 1 {
+        return outs;
+    }
+    ms.iter()
+        .zip(outs)
+        .map(|(m, out_t)| transpose(&out_t, m.rows, n))
+        .collect()
+}
+
+/// Q5_0 / Q5_1 blocks widened to one signed byte per weight (`q -
+/// offset`), with their scales (and, when the header holds one after the
+/// scale, minimums: `head` is 4 for Q5_1, 2 for Q5_0).
+fn widen_q5<const N: usize>(
+    raw: &[[u8; N]],
+    head: usize,
+    offset: i8,
+) -> (Vec<[i8; 32]>, Vec<f32>, Vec<f32>) {
+    let f16_at = |b: &[u8], i: usize| f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+    let mut q = Vec::with_capacity(raw.len());
+    let mut d = Vec::with_capacity(raw.len());
+    let mut m = Vec::with_capacity(if head == 4 { raw.len() } else { 0 });
+    for b in raw {
+        d.push(f16_at(b, 0));
+        if head == 4 {
+            m.push(f16_at(b, 2));
+        }
+        let qh = u32::from_le_bytes([b[head], b[head + 1], b[head + 2], b[head + 3]]);
+        let vals = file_k::q5_values(qh, &b[head + 4..]);
+        // Values are 0..=31, so `v - offset` fits an i8.
+        q.push(vals.map(|v| v as i8 - offset));
+    }
+    (q, d, m)
 }
 
 /// `[rows, n]` → `[n, rows]`, in parallel: each task writes
