@@ -25,10 +25,11 @@
 //! - Q4_K, rows in groups of four (gemm): the same, but one FMA per pair
 //!   of sub-blocks (64 values), four per super-block.
 
-use super::matrix::Q4K_BYTES;
 use crate::gguf::kquant::{QK_K, scale_min_k4};
 use crate::gguf::quant::f16_to_f32;
 
+/// Bytes of one Q4_K super-block.
+pub(super) const Q4K_BYTES: usize = 144;
 /// Bytes of one Q6_K super-block.
 pub(super) const Q6K_BYTES: usize = 210;
 

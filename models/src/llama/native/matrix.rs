@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::BLOCK;
 use super::act::Q8Rows;
 use super::dot::{self, XRow};
-use super::kquant::{self, KRow, Q5K_BYTES, Q6K_BYTES, Q8KRows};
+use super::kquant::{self, KRow, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, Q8KRows};
 use crate::gguf::kquant as file_k;
 use crate::gguf::kquant::QK_K;
 use crate::gguf::quant::f16_to_f32;
@@ -56,9 +56,6 @@ enum Blocks {
     /// Q6_K super-blocks as the file stores them.
     Q6K(Vec<[u8; Q6K_BYTES]>),
 }
-
-/// Bytes of one Q4_K super-block.
-pub(super) const Q4K_BYTES: usize = 144;
 
 /// The activation format a matrix's kernel multiplies.
 ///
