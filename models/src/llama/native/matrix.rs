@@ -23,7 +23,10 @@ const TRANSPOSE_ROWS: usize = 16;
 
 /// Batches from this many input rows on go through ggml's tiled K-quant
 /// matmul (`ggml_tiled_min_batch`) for K-quant weights that are not
-/// repacked (Q6_K on x86).
+/// repacked (Q5_K, Q6_K on x86). The batch is one call's rows: llama.cpp
+/// decides per micro-batch (`n_ubatch`, 512 by default), so a prompt that
+/// leaves fewer than 8 rows in its last micro-batch there is one prefill
+/// call here — the one case where the two may differ.
 const TILED_MIN_BATCH: usize = 8;
 
 /// Activation rows multiplied per unpacked weight block in prefill.
@@ -60,8 +63,9 @@ enum Blocks {
 /// The activation format a matrix's kernel multiplies.
 ///
 /// Exists because llama.cpp quantises a matmul's input for the weight's
-/// type: Q8_0 for Q8_0 / Q5_0, Q8_1 (with block sums) for Q4_1, Q8_K for
-/// Q6_K, and Q8_K with the 4-row repack quantiser's sign rule for Q4_K.
+/// type: Q8_0 for Q8_0 / Q5_0 / Q4_0, Q8_1 (with block sums) for Q4_1 /
+/// Q5_1, Q8_K for Q5_K / Q6_K, and Q8_K with the 4-row repack quantiser's
+/// sign rule for Q4_K.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputFormat {
     /// 32-value blocks, f16 scale.
