@@ -274,6 +274,21 @@ fn models_pull_list_and_rm_manage_the_cache() {
     assert_eq!(refused.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("\"gemma3\" is not supported"), "{err}");
+    // `[model] llm` in the vault's memkern.toml names the model `chat`
+    // loads when no --model is given.
+    let vault = temp_dir("model-config");
+    std::fs::write(
+        vault.join("memkern.toml"),
+        "[model]\nllm = \"gemma3-270m-q4-k-m\"\n",
+    )
+    .expect("config");
+    let v = vault.to_str().expect("utf-8 path");
+    ok_stdout(&["user", "add", "alice", "--data-dir", v, "--no-embed"]);
+    let chat = memkern(&["chat", "--data-dir", v, "--no-embed", "--as", "alice", "hi"]);
+    let err = String::from_utf8_lossy(&chat.stderr);
+    assert_eq!(chat.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"gemma3\" is not supported"), "{err}");
+    let _ = std::fs::remove_dir_all(&vault);
     // The part packages' entries are gone once the model is assembled.
     assert!(
         !listed["other_entries"]

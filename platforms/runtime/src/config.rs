@@ -33,6 +33,21 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Where `memkern modules search|install NAME|update` look.
     pub modules: ModulesConfig,
+    /// The LLM the vault's commands load when no `--model` is given.
+    pub model: ModelConfig,
+}
+
+/// The vault's LLM: what `chat`, `serve`, `mcp` and `distill` load when
+/// no `--model` is given.
+///
+/// Exists so a device set up with its own model keeps using it without
+/// every command line repeating the path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A GGUF file, or the name of a model `memkern models list` shows
+    /// (pulled on first use). Unset: SmolLM2-135M-Instruct Q4_1.
+    pub llm: Option<String>,
 }
 
 /// Memory modules: the indexes read by name.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use memkern_core::governance::Principal;
 use memkern_runtime::{Assistant, Config, Runtime};
 
-use super::llm::load_llm;
+use super::llm::{chosen_model, load_llm};
 use crate::cli::{ModelArgs, VaultArgs};
 
 /// A vault command's world: the runtime, who acts, and the caller's
@@ -37,7 +37,8 @@ impl Ctx<'_> {
     pub fn assistant(&self, model: &ModelArgs) -> Result<Arc<Assistant>> {
         match &self.served {
             None => {
-                let llm = load_llm(model.model.as_deref(), &model.backend)?;
+                let chosen = chosen_model(model.model.as_deref(), self.rt.config());
+                let llm = load_llm(chosen.as_deref(), &model.backend)?;
                 Ok(Arc::new(Assistant::new(self.rt.clone(), llm)?))
             }
             Some(_) if model.model.is_some() || model.backend != "cpu" => bail!(

@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use memkern_runtime::DistillRequest;
 
 use super::ctx::open;
-use super::llm::load_llm;
+use super::llm::{chosen_model, load_llm};
 use crate::cli::DistillArgs;
 
 /// Distils the user's eligible memories into their adapter, with a
@@ -21,7 +21,8 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
         Some(c) => Some(rt.namespace_named(user, c)?.id),
         None => None,
     };
-    let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+    let chosen = chosen_model(args.model.model.as_deref(), rt.config());
+    let llm = load_llm(chosen.as_deref(), &args.model.backend)?;
     let req = DistillRequest {
         namespace,
         steps: args.steps,

@@ -1,6 +1,6 @@
 //! Loading the LLM for the `generate` and `snapshot` commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use memkern_models::Llm;
@@ -32,6 +32,13 @@ pub fn load_llm(model: Option<&Path>, backend: &str) -> Result<Llm> {
         .with_context(|| format!("cannot load {} on {backend}", path.display()))?;
     tracing::info!(load_ms = llm.load_time().as_millis(), %backend, "model ready");
     Ok(llm)
+}
+
+/// The model to load: `--model` if given, else `[model] llm` of the
+/// vault's `memkern.toml`, else none (the default model).
+pub fn chosen_model(flag: Option<&Path>, config: &memkern_runtime::Config) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| config.model.llm.as_ref().map(PathBuf::from))
 }
 
 /// The catalogued model a `--model` value names, when it is not a path.

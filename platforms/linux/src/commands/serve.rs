@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use memkern_runtime::Assistant;
 
 use super::ctx::{data_dir, open};
-use super::llm::load_llm;
+use super::llm::{chosen_model, load_llm};
 use crate::cli::{McpArgs, ServeArgs};
 
 /// `memkern serve`.
@@ -23,7 +23,8 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     let assistant = if args.no_llm {
         None
     } else {
-        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+        let chosen = chosen_model(args.model.model.as_deref(), rt.config());
+        let llm = load_llm(chosen.as_deref(), &args.model.backend)?;
         Some(Arc::new(Assistant::new(rt.clone(), llm)?))
     };
     // Background housekeeping every minute: expired memories are deleted,
@@ -95,7 +96,8 @@ pub fn mcp(args: &McpArgs) -> Result<()> {
     let assistant = if args.no_llm {
         None
     } else {
-        let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+        let chosen = chosen_model(args.model.model.as_deref(), rt.config());
+        let llm = load_llm(chosen.as_deref(), &args.model.backend)?;
         Some(Arc::new(Assistant::new(rt.clone(), llm)?))
     };
     memkern_server::mcp::serve_stdio(rt, assistant, who).context("MCP over stdio")
