@@ -2,7 +2,9 @@
 //! byte: the SHA-256 and size of every file type's output for
 //! SmolLM2-135M-Instruct Q4_1 (`fixtures/llama_quantize.json`, made by
 //! `tools/llama-fixtures/quantize.sh` with `--allow-requantize`).
-//! All ten file types take ≈ 10 s together in the test profile.
+//! All ten file types take ≈ 10 s together in the test profile. The same
+//! for five types of Gemma 3 270M (`llama_quantize_gemma3.json`): its
+//! requantised Q4_K_M is the published file.
 
 mod common;
 
@@ -29,8 +31,10 @@ struct Output {
     bytes: u64,
 }
 
-fn fixture() -> Fixture {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_quantize.json");
+fn fixture(name: &str) -> Fixture {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
@@ -56,9 +60,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn check(types: &[&str]) {
-    let fx = fixture();
-    let path = common::smollm2_gguf();
+fn check(fixture_name: &str, path: &Path, types: &[&str]) {
+    let fx = fixture(fixture_name);
     let input = GgufFile::open(path).unwrap();
     assert_eq!(
         hex(&Sha256::digest(input.bytes())),
@@ -92,9 +95,26 @@ fn check(types: &[&str]) {
 
 #[test]
 fn every_file_type_is_llama_quantize_byte_for_byte() {
-    check(&[
-        "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
-    ]);
+    check(
+        "llama_quantize.json",
+        common::smollm2_gguf(),
+        &[
+            "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+        ],
+    );
+}
+
+/// Another architecture (gemma3: 18 layers, tied 640-wide embeddings):
+/// requantising the published Q4_K_M gives the published file back, and
+/// four other types equal llama-quantize's.
+#[test]
+fn gemma3_requantised_is_llama_quantize_byte_for_byte() {
+    let published = common::gemma3_gguf();
+    check(
+        "llama_quantize_gemma3.json",
+        published,
+        &["Q4_K_M", "Q6_K", "Q8_0", "Q5_K_S", "Q4_0"],
+    );
 }
 
 #[test]

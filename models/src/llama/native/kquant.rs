@@ -223,30 +223,28 @@ fast_fn! {
             let dx = x.d[b];
             let scale = f16_at(blk, 0) * dx;
             let dmin = f16_at(blk, 2) * dx;
-            let mut sc12 = [0u8; 12];
-            sc12.copy_from_slice(&blk[4..16]);
+            let (sc, mins) = k_scales(blk);
             let qs = &blk[16..];
             let q8 = &x.q[b];
             let bs = &x.bsums[b];
             let (mut isum, mut imin) = (0i32, 0i32);
             for c in 0..4 {
-                let (s0, m0) = scale_min_k4(2 * c, &sc12);
-                let (s1, m1) = scale_min_k4(2 * c + 1, &sc12);
+                let (s0, m0) = (sc[2 * c], mins[2 * c]);
+                let (s1, m1) = (sc[2 * c + 1], mins[2 * c + 1]);
                 let (mut d0, mut d1) = (0i32, 0i32);
                 for i in 0..32 {
                     let byte = qs[32 * c + i];
                     d0 += i32::from(byte & 0xf) * i32::from(q8[64 * c + i]);
                     d1 += i32::from(byte >> 4) * i32::from(q8[64 * c + 32 + i]);
                 }
-                let sum = i32::from(s0) * d0 + i32::from(s1) * d1;
-                let mins = i32::from(m0) * (bs[4 * c] + bs[4 * c + 1])
-                    + i32::from(m1) * (bs[4 * c + 2] + bs[4 * c + 3]);
+                let sum = s0 * d0 + s1 * d1;
+                let min_sum = m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
                 if pairs {
                     acc = scale.mul_add(sum as f32, acc);
-                    acc_min = dmin.mul_add(mins as f32, acc_min);
+                    acc_min = dmin.mul_add(min_sum as f32, acc_min);
                 } else {
                     isum += sum;
-                    imin += mins;
+                    imin += min_sum;
                 }
             }
             if !pairs {
