@@ -615,6 +615,14 @@ fn versus_llama_cpp(gguf: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Resident set size now (`VmRSS`), MiB.
+fn rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn main() -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("# memkern LLM benchmark (SmolLM2-135M-Instruct Q4_1, {threads} CPU threads)");
@@ -653,6 +661,36 @@ fn main() -> Result<()> {
         drop(llm);
         versus_llama_cpp(&path)?;
         std::fs::remove_file(&path)?;
+    }
+    // Other architectures from the pull catalog: `MEMKERN_BENCH_MODELS`
+    // (default Gemma 3 270M Q4_K_M; `none` skips).
+    let models =
+        std::env::var("MEMKERN_BENCH_MODELS").unwrap_or_else(|_| "gemma3-270m-q4-k-m".into());
+    for name in models
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "none")
+    {
+        let entry = memkern_models::fetch::find(name).ok_or("not in the pull catalog")?;
+        let files = ModelCache::from_env()?.ensure_catalog(entry)?;
+        let path = files.gguf().ok_or("no gguf")?.to_path_buf();
+        let bytes = std::fs::metadata(&path)?.len();
+        let before = rss_mib().unwrap_or(f64::NAN);
+        let t = std::time::Instant::now();
+        let llm = Llm::load(&path, Backend::Cpu)?;
+        let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let after = rss_mib().unwrap_or(f64::NAN);
+        println!(
+            "\n### {name} ({} MiB GGUF, architecture {})\n\nload {load_ms:.0} ms, native path: {}, \
+             RSS +{:.0} MiB for the loaded model ({:.2}× the file)",
+            bytes / (1 << 20),
+            llm.config().arch,
+            llm.runs_native(),
+            after - before,
+            (after - before) / (bytes as f64 / f64::from(1 << 20))
+        );
+        drop(llm);
+        versus_llama_cpp(&path)?;
     }
     if std::env::var("MEMKERN_BENCH_ONLY").is_ok_and(|v| v == "speed") {
         return Ok(());

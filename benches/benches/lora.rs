@@ -292,6 +292,7 @@ fn row_nll(llm: &Llm, ids: &[u32], rows: &[usize], adapter: Option<&Adapter>) ->
 /// Closed-book contains-answer hits of llama.cpp's `llama-completion`
 /// (greedy) on `qa`, with the GGUF LoRA `lora` or without one.
 fn llama_cpp_score(
+    tok: &memkern_models::tokenizer::Tokenizer,
     bin: &std::path::Path,
     gguf: &std::path::Path,
     lora: Option<&std::path::Path>,
@@ -308,7 +309,7 @@ fn llama_cpp_score(
         let out = cmd
             .args(["-n", "24", "--temp", "0", "-no-cnv", "--no-display-prompt"])
             .args(["-t", "2", "--simple-io", "-p"])
-            .arg(lora::chat_prompt_text(q))
+            .arg(lora::chat_prompt_text(tok, q))
             .stdin(std::process::Stdio::null())
             .output()?;
         if !out.status.success() {
@@ -525,8 +526,9 @@ fn main() -> Result<()> {
         let path = std::env::temp_dir().join(format!("memkern-lora-{}.gguf", std::process::id()));
         std::fs::write(&path, adapter.to_gguf(llm.config(), "llama")?)?;
         println!("\nllama.cpp ({}) with the GGUF export:", bin.display());
-        let base = llama_cpp_score(&bin, gguf, None, &eval_qa, 0)?;
-        let with = llama_cpp_score(&bin, gguf, Some(&path), &eval_qa, 4)?;
+        let tok = llm.tokenizer();
+        let base = llama_cpp_score(tok, &bin, gguf, None, &eval_qa, 0)?;
+        let with = llama_cpp_score(tok, &bin, gguf, Some(&path), &eval_qa, 4)?;
         let _ = std::fs::remove_file(&path);
         println!(
             "| llama.cpp closed-book, evaluation questions, contains-answer | {} | {} |",

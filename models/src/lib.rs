@@ -81,6 +81,7 @@ pub mod gguf;
 pub mod llama;
 pub mod llm;
 pub mod lora;
+pub mod prompt;
 pub mod quantize;
 pub mod sampling;
 pub mod session;

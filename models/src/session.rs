@@ -161,7 +161,24 @@ impl<'m> Session<'m> {
 
     /// Runs `ids` through the model after the cached tokens and returns the
     /// logits for the token that follows them.
+    ///
+    /// At position 0 the model's BOS token is put first when its file asks
+    /// for one ([`crate::tokenizer::Tokenizer::add_bos`], e.g. Gemma) and
+    /// `ids` does not start with it, as llama.cpp tokenises prompts: a
+    /// Gemma prompt without BOS gives poor answers.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<&[f32], LlmError> {
+        let tok = self.llm.tokenizer();
+        let bos = tok
+            .bos_id()
+            .filter(|_| tok.add_bos() && self.tokens.is_empty());
+        let with_bos: Vec<u32>;
+        let ids = match bos {
+            Some(b) if !ids.is_empty() && ids.first() != Some(&b) => {
+                with_bos = std::iter::once(b).chain(ids.iter().copied()).collect();
+                &with_bos[..]
+            }
+            _ => ids,
+        };
         let out =
             self.llm
                 .model()

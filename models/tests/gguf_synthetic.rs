@@ -7,11 +7,79 @@ use common::synth::{self, Builder, V, small_model, tensor};
 use memkern_models::gguf::{
     GgmlType, Gguf, GgufError, GgufFile, LlamaParams, MetaArray, MetaValue, quant,
 };
-use memkern_models::tokenizer::Tokenizer;
+use memkern_models::tokenizer::{TemplateSource, Tokenizer};
 use proptest::prelude::*;
 
 fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     Gguf::parse(bytes)
+}
+
+/// An architecture without a forward pass, and a model needing a feature
+/// the forward pass lacks, are one-line errors naming what is missing.
+#[test]
+fn unknown_architectures_and_features_are_named() {
+    let mamba = small_model().set("general.architecture", synth::s("mamba"));
+    let f = GgufFile::from_bytes(mamba.build()).unwrap();
+    let err = LlamaParams::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("\"mamba\" is not supported yet"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    let scaled = small_model().kv("llama.rope.scaling.type", synth::s("yarn"));
+    let f = GgufFile::from_bytes(scaled.build()).unwrap();
+    let err = LlamaParams::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("RoPE scaling \"yarn\""), "{err}");
+    // Gemma 3 keys are read under their own prefix.
+    let mut gemma = small_model().set("general.architecture", synth::s("gemma3"));
+    for key in [
+        "block_count",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "context_length",
+        "rope.freq_base",
+        "attention.layer_norm_rms_epsilon",
+    ] {
+        let v = small_model()
+            .value(&format!("llama.{key}"))
+            .expect("a llama key");
+        gemma = gemma.kv(&format!("gemma3.{key}"), v);
+    }
+    let gemma = gemma
+        .kv("gemma3.attention.key_length", V::U32(32))
+        .kv("gemma3.attention.sliding_window", V::U32(512));
+    let f = GgufFile::from_bytes(gemma.build()).unwrap();
+    let p = LlamaParams::from_gguf(&f).unwrap();
+    assert_eq!(p.architecture.name(), "gemma3");
+    assert_eq!((p.head_dim(), p.sliding_window), (32, Some(512)));
+}
+
+/// The chat template in the metadata decides how `encode_chat` wraps
+/// turns; a template that does not compile falls back to ChatML.
+#[test]
+fn chat_template_from_metadata() {
+    let gemma_like = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+    let f = GgufFile::from_bytes(
+        small_model()
+            .kv("tokenizer.chat_template", synth::s(gemma_like))
+            .build(),
+    )
+    .unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap();
+    let fmt = tok.chat_format();
+    assert_eq!(fmt.source, TemplateSource::File);
+    assert_eq!(fmt.user_prefix, "<start_of_turn>user\n");
+    assert_eq!(
+        fmt.generation_prompt,
+        "<end_of_turn>\n<start_of_turn>model\n"
+    );
+    let broken = GgufFile::from_bytes(
+        small_model()
+            .kv("tokenizer.chat_template", synth::s("{% for %}"))
+            .build(),
+    )
+    .unwrap();
+    let tok = Tokenizer::from_gguf(&broken).unwrap();
+    assert_eq!(tok.chat_format().source, TemplateSource::Builtin("chatml"));
 }
 
 #[test]

@@ -49,7 +49,6 @@ const EXACT: f32 = 6e-5;
 /// rounded (Vulkan allows a few ulp) and the dense f32 matmuls sum in
 /// another order than ggml, which moves 8-bit rounding decisions and
 /// first-position logits by up to ≈ 0.3.
-#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 const TOP5_NEAR_TIE_WGPU: f32 = 0.35;
 
 /// What a run demands.
@@ -99,7 +98,10 @@ fn check_case(llm: &Llm, i: usize, case: &Case, n_tokens: usize, rule: Rule) -> 
         "prompt {i} {:?}",
         &case.prompt.chars().take(40).collect::<String>()
     );
-    let ids = llm.tokenizer().encode(&case.prompt).unwrap();
+    let tok = llm.tokenizer();
+    // llama.cpp adds BOS where the file asks for it (Gemma).
+    let mut ids: Vec<u32> = tok.bos_id().filter(|_| tok.add_bos()).into_iter().collect();
+    ids.extend(tok.encode(&case.prompt).unwrap());
     assert_eq!(
         ids, case.prompt_ids,
         "{label}: tokenization differs from llama.cpp"
@@ -293,6 +295,17 @@ fn gemma3_tokenizer_matches_llama_cpp() {
     let gguf = GgufFile::open(common::gemma3_gguf()).unwrap();
     let tok = Tokenizer::from_gguf(gguf.gguf()).unwrap();
     assert!(tok.add_bos());
+    // The file has no chat template: the built-in Gemma one (chosen by
+    // its <start_of_turn> token) folds the system text into the first
+    // user turn and calls the assistant "model".
+    let f = tok.chat_format();
+    assert_eq!(
+        f.source,
+        memkern_models::tokenizer::TemplateSource::Builtin("gemma")
+    );
+    assert_eq!(f.system_prefix, "<start_of_turn>user\n");
+    assert_eq!(f.generation_prompt, "<end_of_turn>\n<start_of_turn>model\n");
+    assert!(tok.is_eog(tok.token_id(f.turn_end()).unwrap()));
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/gemma3-270m-q4_k_m.jsonl");
     for (i, case) in cases_from(&fixture).iter().enumerate() {
@@ -304,9 +317,46 @@ fn gemma3_tokenizer_matches_llama_cpp() {
     }
 }
 
+/// Gemma 3 270M Q4_K_M (architecture `gemma3`: scaled embeddings, Q/K
+/// norms, split-half RoPE with a local base on five layers in six,
+/// sliding-window attention, post-norms, GEGLU through ggml's f16 GELU
+/// table, tied embeddings) against llama.cpp on the same file: ids,
+/// first-position top-5 and all 32 greedy tokens, exactly. Prompt 5 has 79
+/// tokens, so llama.cpp's tiled flash attention (64+ query rows) runs too.
+#[test]
+fn gemma3_reproduces_llama_cpp_exactly() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gemma3-270m-q4_k_m.jsonl");
+    let cases = cases_from(&fixture);
+    run_on(
+        common::gemma3_gguf(),
+        &cases,
+        Backend::Cpu,
+        GgmlIsa::Avx512,
+        cases.len(),
+        32,
+        Rule::Exact,
+    );
+}
+
 #[test]
 fn flex_as_llama_cpp_avx2_build_keeps_the_near_tie_rule() {
     run(Backend::Cpu, GgmlIsa::Avx2, 8, 16, Rule::NearTie(0.25));
+}
+
+/// Gemma 3 on burn's dense path (what wgpu and LoRA training run: f32
+/// matmuls over dequantised weights), on the CPU: the architecture's
+/// dense implementation keeps the near-tie rule against llama.cpp.
+#[test]
+fn gemma3_dense_path_keeps_the_near_tie_rule() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gemma3-270m-q4_k_m.jsonl");
+    let mut llm = Llm::load(common::gemma3_gguf(), Backend::Cpu).unwrap();
+    llm.set_native_kernels(false);
+    assert!(!llm.runs_native());
+    for (i, case) in cases_from(&fixture).iter().enumerate().take(3) {
+        check_case(&llm, i, case, 8, Rule::NearTie(TOP5_NEAR_TIE_WGPU));
+    }
 }
 
 #[cfg(feature = "wgpu")]

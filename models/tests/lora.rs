@@ -117,7 +117,7 @@ fn the_text_chat_prompt_is_the_same_prompt() {
     // The bench hands llama.cpp the text form; it must be the same turn.
     let tok = llm().tokenizer();
     for q in ["What is my dog called?", "Where do I live?"] {
-        let text = lora::chat_prompt_text(q);
+        let text = lora::chat_prompt_text(tok, q);
         assert_eq!(tok.encode(&text).unwrap(), question_ids(q), "{text:?}");
     }
 }

@@ -245,6 +245,17 @@ fn parse_chatml(prompt: &str) -> Option<(Vec<ChatMessage>, bool)> {
 #[test]
 fn chatml_rendering_and_encoding_match_fixture() {
     let tok = tokenizer();
+    // The file's Jinja template, rendered by minijinja, is ChatML.
+    let f = tok.chat_format();
+    use memkern_models::tokenizer::{ChatFormat, TemplateSource};
+    assert_eq!(f.source, TemplateSource::File);
+    assert_eq!(
+        ChatFormat {
+            source: TemplateSource::Builtin("chatml"),
+            ..f.clone()
+        },
+        ChatFormat::chatml()
+    );
     let mut n = 0;
     for c in fixture()
         .iter()

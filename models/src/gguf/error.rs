@@ -187,9 +187,12 @@ pub enum GgufError {
     },
     /// The model's `general.architecture` has no forward pass here.
     #[error(
-        "architecture {0:?} is not supported yet (memkern runs \"llama\": SmolLM2, Llama, TinyLlama)"
+        "architecture {0:?} is not supported yet (memkern runs \"llama\": SmolLM2, Llama, TinyLlama; \"gemma3\")"
     )]
     UnsupportedArchitecture(String),
+    /// The model needs a feature the forward pass does not implement.
+    #[error("{0} is not supported yet")]
+    UnsupportedFeature(String),
     /// No tensor of that name.
     #[error("tensor {0:?} not found")]
     TensorNotFound(String),

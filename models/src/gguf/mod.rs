@@ -37,7 +37,7 @@ pub mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorView};
-pub use llama::LlamaParams;
+pub use llama::{Architecture, LlamaParams};
 pub use metadata::{MetaArray, MetaType, MetaValue};
 pub use parse::{DEFAULT_ALIGNMENT, GGUF_MAGIC, Gguf, MAX_ARRAY_NESTING, MAX_DIMS, TensorInfo};
 pub use quant::{dot_q4_1_f32, dot_q8_0_f32};

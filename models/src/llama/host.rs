@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::cache::KvCache;
 use super::error::LlmError;
-use super::model::{Block, Llama, Logits};
+use super::model::{Activation, Block, Llama, Logits};
 use super::native::{self, AttnShape, Input, InputFormat, QMatrix};
 use super::quant::{Numerics, QLinear};
 use crate::lora::{Adapter, Target};
@@ -127,12 +127,24 @@ impl Llama {
                 y.iter_mut().zip(d).for_each(|(a, b)| *a += b);
             }
         };
+        if let Some(f) = c.embedding_scale() {
+            x.iter_mut().for_each(|v| *v *= f);
+        }
+        let (q_scale, kq_scale) = c.attention_scales();
+        let d = c.head_dim;
+        // Rows still computed: all of them, until the last block keeps
+        // only the ones whose logits are asked for (as llama.cpp selects
+        // its output rows after the last attention: the MLP of that block
+        // then runs on those rows alone, through the same kernels).
+        let mut rows = seq;
         for (layer, block) in self.blocks.iter().enumerate() {
             let Block {
                 attn_norm,
                 attn,
                 ffn_norm,
                 mlp,
+                post_attn_norm,
+                post_ffn_norm,
             } = block;
             // Attention.
             let normed = native::rms_norm(&x, &host_1d(&attn_norm.gamma.val())?, c.rms_eps);
@@ -147,15 +159,26 @@ impl Llama {
             add(&mut q, delta(layer, Target::Q, &normed, c.hidden)?);
             add(&mut k, delta(layer, Target::K, &normed, c.hidden)?);
             add(&mut v, delta(layer, Target::V, &normed, c.hidden)?);
-            let d = c.head_dim;
+            if let Some(n) = &attn.q_norm {
+                q = native::rms_norm(&q, &host_1d(&n.gamma.val())?, c.rms_eps);
+            }
+            if let Some(n) = &attn.k_norm {
+                k = native::rms_norm(&k, &host_1d(&n.gamma.val())?, c.rms_eps);
+            }
+            let rope = match attn.local {
+                true => self.rope_local.as_ref().unwrap_or(&self.rope),
+                false => &self.rope,
+            };
             for i in 0..seq {
-                let (cos, sin) = self.rope.host_row(start + i);
                 for head in q[i * c.heads * d..(i + 1) * c.heads * d].chunks_exact_mut(d) {
-                    native::rope_pairs(head, cos, sin);
+                    rope.rotate_host(head, start + i);
                 }
                 for head in k[i * c.kv_heads * d..(i + 1) * c.kv_heads * d].chunks_exact_mut(d) {
-                    native::rope_pairs(head, cos, sin);
+                    rope.rotate_host(head, start + i);
                 }
+            }
+            if let Some(f) = q_scale {
+                q.iter_mut().for_each(|v| *v *= f);
             }
             // The f16 cache stores [kv_heads][capacity][head_dim]; the new
             // positions go straight into it.
@@ -181,10 +204,20 @@ impl Llama {
                 total: start + seq,
                 stride,
                 isa: self.ggml_isa,
+                scale: kq_scale,
+                window: c.window(layer),
             };
             let att = native::attention(&q, keys, values, shape);
             let mut o = Rows::new(&att).times(matrix(&attn.o)?)?;
-            add(&mut o, delta(layer, Target::O, &att, c.heads * d)?);
+            add(&mut o, delta(layer, Target::O, &att, c.q_dim())?);
+            if layer + 1 == self.blocks.len() && logits == Logits::Last && seq > 1 {
+                o.drain(..(seq - 1) * c.hidden);
+                x.drain(..(seq - 1) * c.hidden);
+                rows = 1;
+            }
+            if let Some(n) = post_attn_norm {
+                o = native::rms_norm(&o, &host_1d(&n.gamma.val())?, c.rms_eps);
+            }
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += *b);
             // Feed-forward.
             let normed = native::rms_norm(&x, &host_1d(&ffn_norm.gamma.val())?, c.rms_eps);
@@ -194,14 +227,20 @@ impl Llama {
                 .map_err(|_| LlmError::Backend("gate/up projections went missing".into()))?;
             add(&mut gate, delta(layer, Target::Gate, &normed, c.hidden)?);
             add(&mut up, delta(layer, Target::Up, &normed, c.hidden)?);
-            let h = native::swiglu(&gate, &up, self.ggml_isa);
+            let h = match mlp.act {
+                Activation::Silu => native::swiglu(&gate, &up, self.ggml_isa),
+                Activation::GeluTanh => native::geglu(&gate, &up),
+            };
             let mut down = Rows::new(&h).times(matrix(&mlp.down)?)?;
             add(&mut down, delta(layer, Target::Down, &h, c.ffn)?);
+            if let Some(n) = post_ffn_norm {
+                down = native::rms_norm(&down, &host_1d(&n.gamma.val())?, c.rms_eps);
+            }
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += *b);
         }
         cache.set_len(start + seq);
         let last = match logits {
-            Logits::Last => &x[(seq - 1) * c.hidden..],
+            Logits::Last => &x[(rows - 1) * c.hidden..],
             Logits::All => &x[..],
         };
         let normed = native::rms_norm(last, &host_1d(&self.norm.gamma.val())?, c.rms_eps);
@@ -210,7 +249,12 @@ impl Llama {
             .as_deref()
             .ok_or_else(|| LlmError::Backend("the LM head lost its native weights".into()))?;
         let n = normed.len() / c.hidden;
-        let out = Rows::new(&normed).times(head)?;
+        let mut out = Rows::new(&normed).times(head)?;
+        if let Some(cap) = c.logit_softcap {
+            // ggml_scale(1/cap), ggml_tanh, ggml_scale(cap).
+            let inv = 1.0 / cap;
+            out.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+        }
         Ok(Tensor::from_data(
             TensorData::new(out, [n, c.vocab]),
             &device,

@@ -13,12 +13,18 @@ use tracing::debug;
 use super::backend::is_cpu;
 use super::config::LlamaConfig;
 use super::error::LlmError;
-use super::model::{Attention, Block, Llama, Mlp};
+use super::model::{Activation, Attention, Block, Llama, Mlp};
 use super::native::{GgmlIsa, QMatrix};
 use super::quant::{BLOCK, Numerics, QLinear};
 use super::rope::Rope;
 use crate::gguf::quant::f16_to_f32;
-use crate::gguf::{GgmlType, GgufFile, LlamaParams, TensorView};
+use crate::gguf::{Architecture, GgmlType, GgufFile, LlamaParams, TensorView};
+
+/// Positions the RoPE tables (and so a session) cover at most, whatever
+/// context the model was trained for: 8 192 positions of f16 keys and
+/// values are already 100+ MiB for a 1 B model, and each 1 000 positions
+/// of tables cost `head_dim × 8` KiB per RoPE base.
+pub const MAX_POSITIONS: usize = 8192;
 
 /// Reads the hyper-parameters of a GGUF `llama` model.
 pub fn llama_config<D: AsRef<[u8]>>(gguf: &GgufFile<D>) -> Result<LlamaConfig, LlmError> {
@@ -53,37 +59,58 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
     } else {
         None
     };
+    let gemma = c.arch == Architecture::Gemma3;
     let mut blocks = Vec::with_capacity(c.layers);
     for i in 0..c.layers {
         let name = |t: &str| format!("blk.{i}.{t}.weight");
-        let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_dim());
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let gemma_norm = |t: &str, width: usize| {
+            gemma
+                .then(|| loader.norm(&name(t), width, c.rms_eps))
+                .transpose()
+        };
         blocks.push(Block {
-            attn_norm: loader.norm(&name("attn_norm"), c)?,
+            attn_norm: loader.norm(&name("attn_norm"), c.hidden, c.rms_eps)?,
             attn: Attention {
                 q: loader.linear(&name("attn_q"), c.hidden, q_dim)?,
                 k: loader.linear(&name("attn_k"), c.hidden, kv_dim)?,
                 v: loader.linear(&name("attn_v"), c.hidden, kv_dim)?,
                 o: loader.linear(&name("attn_output"), q_dim, c.hidden)?,
+                q_norm: gemma_norm("attn_q_norm", c.head_dim)?,
+                k_norm: gemma_norm("attn_k_norm", c.head_dim)?,
+                local: c.is_local(i),
+                scales: c.attention_scales(),
                 heads: c.heads,
                 kv_heads: c.kv_heads,
                 head_dim: c.head_dim,
             },
-            ffn_norm: loader.norm(&name("ffn_norm"), c)?,
+            ffn_norm: loader.norm(&name("ffn_norm"), c.hidden, c.rms_eps)?,
             mlp: Mlp {
                 gate: loader.linear(&name("ffn_gate"), c.hidden, c.ffn)?,
                 up: loader.linear(&name("ffn_up"), c.hidden, c.ffn)?,
                 down: loader.linear(&name("ffn_down"), c.ffn, c.hidden)?,
+                act: if gemma {
+                    Activation::GeluTanh
+                } else {
+                    Activation::Silu
+                },
             },
+            post_attn_norm: gemma_norm("post_attention_norm", c.hidden)?,
+            post_ffn_norm: gemma_norm("post_ffw_norm", c.hidden)?,
         });
     }
-    let norm = loader.norm("output_norm.weight", c)?;
+    let norm = loader.norm("output_norm.weight", c.hidden, c.rms_eps)?;
     let head_name = if output.is_some() {
         "output.weight"
     } else {
         "token_embd.weight"
     };
     let head_native = loader.native(head_name)?;
-    let rope = Rope::new(c.head_dim, c.context, c.rope_theta, device);
+    let positions = c.context.min(MAX_POSITIONS);
+    let neox = gemma;
+    let rope = Rope::new(c.head_dim, positions, c.rope_theta, neox, device);
+    let rope_local = (c.swa.is_some() && c.rope_theta_swa != c.rope_theta)
+        .then(|| Rope::new(c.head_dim, positions, c.rope_theta_swa, neox, device));
     debug!(
         layers = c.layers,
         tied = output.is_none(),
@@ -95,6 +122,7 @@ pub fn load_llama<D: AsRef<[u8]>>(gguf: &GgufFile<D>, device: &Device) -> Result
         blocks,
         norm,
         rope,
+        rope_local,
         config,
         numerics: Numerics::default(),
         head_native,
@@ -189,15 +217,15 @@ impl<D: AsRef<[u8]>> Loader<'_, D> {
         })
     }
 
-    fn norm(&self, name: &str, c: &LlamaConfig) -> Result<RmsNorm, LlmError> {
-        let view = self.view(name, &[c.hidden as u64])?;
+    fn norm(&self, name: &str, width: usize, eps: f32) -> Result<RmsNorm, LlmError> {
+        let view = self.view(name, &[width as u64])?;
         let gamma = view.to_f32_vec()?;
         Ok(RmsNorm {
             gamma: Param::from_tensor(Tensor::from_data(
-                TensorData::new(gamma, [c.hidden]),
+                TensorData::new(gamma, [width]),
                 self.device,
             )),
-            epsilon: f64::from(c.rms_eps),
+            epsilon: f64::from(eps),
         })
     }
 }

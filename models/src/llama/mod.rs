@@ -42,9 +42,9 @@ mod rope;
 
 pub use backend::Backend;
 pub use cache::KvCache;
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, SlidingWindow};
 pub use error::LlmError;
-pub use loader::{llama_config, load_llama};
-pub use model::{Attention, Block, Llama, Logits, Mlp};
+pub use loader::{MAX_POSITIONS, llama_config, load_llama};
+pub use model::{Activation, Attention, Block, Llama, Logits, Mlp};
 pub use quant::{Numerics, QInput, QLinear, quantize_q8, round_f16};
 pub use rope::Rope;

@@ -22,10 +22,15 @@ use crate::lora::{Adapter, Target};
 struct Pass<'a> {
     /// RoPE tables.
     rope: &'a Rope,
+    /// RoPE tables of the sliding-window layers (their own base).
+    rope_local: &'a Rope,
     /// Absolute position of the first input token.
     start: usize,
     /// Additive causal mask `[seq, start + seq]`; none for one token.
     mask: Option<&'a Tensor<2>>,
+    /// The causal mask of the sliding-window layers, which also hides
+    /// keys older than the window; none when nothing is hidden.
+    mask_local: Option<&'a Tensor<2>>,
     /// How to round.
     numerics: Numerics,
     /// A LoRA adapter applied beside the base weights.
@@ -79,6 +84,18 @@ pub struct Attention {
     pub v: QLinear,
     /// Output projection, `[heads·head_dim, hidden]`.
     pub o: QLinear,
+    /// RMSNorm of each query head before RoPE (Gemma 3, Qwen 3).
+    pub q_norm: Option<RmsNorm>,
+    /// RMSNorm of each key head before RoPE.
+    pub k_norm: Option<RmsNorm>,
+    /// Whether this layer attends to a sliding window (its own RoPE base
+    /// and mask).
+    #[module(skip)]
+    pub local: bool,
+    /// Factor on the queries before attention (Gemma 3) and on `q·k`
+    /// ([`super::LlamaConfig::attention_scales`]).
+    #[module(skip)]
+    pub scales: (Option<f32>, f32),
     /// Query heads.
     #[module(skip)]
     pub heads: usize,
@@ -106,16 +123,33 @@ impl Attention {
         cache: Option<&mut KvCache>,
         layer: usize,
     ) -> Tensor<2> {
-        let (rope, start, mask, nx) = (pass.rope, pass.start, pass.mask, pass.numerics);
-        let [seq, hidden] = x.dims();
+        let (rope, mask) = match self.local {
+            true => (pass.rope_local, pass.mask_local),
+            false => (pass.rope, pass.mask),
+        };
+        let (start, nx) = (pass.start, pass.numerics);
+        let seq = x.dims()[0];
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let group = h / kvh;
         let split = |t: Tensor<2>, heads: usize| t.reshape([seq, heads, d]).swap_dims(0, 1);
         let raw = pass.keep(&x);
         let xq = pass.input(x);
         let proj = |lin: &QLinear, t: Target| pass.adapt(layer, t, raw.as_ref(), lin.apply(&xq));
-        let q = nx.round_f16(rope.apply(split(proj(&self.q, Target::Q), h), start));
-        let k = nx.round_f16(rope.apply(split(proj(&self.k, Target::K), kvh), start));
+        let norm = |n: &Option<RmsNorm>, t: Tensor<3>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let (q_scale, scale) = self.scales;
+        let q = rope.apply(
+            norm(&self.q_norm, split(proj(&self.q, Target::Q), h)),
+            start,
+        );
+        let q = nx.round_f16(match q_scale {
+            Some(f) => q.mul_scalar(f),
+            None => q,
+        });
+        let k = norm(&self.k_norm, split(proj(&self.k, Target::K), kvh));
+        let k = nx.round_f16(rope.apply(k, start));
         let v = nx.round_f16(split(proj(&self.v, Target::V), kvh));
         let total = start + seq;
         let (k, v) = match cache {
@@ -125,7 +159,6 @@ impl Attention {
             }
             None => (k, v),
         };
-        let scale = 1.0 / (d as f32).sqrt();
         // Query head i reads KV head i / group: fold each group of query
         // heads into the rows of its KV head, [kvh, group·seq, d].
         let q = q.reshape([kvh, group * seq, d]);
@@ -139,14 +172,27 @@ impl Attention {
         };
         let p = nx.round_f16(softmax(scores, 2));
         let out = p.matmul(v).reshape([h, seq, d]);
-        let out = out.swap_dims(0, 1).reshape([seq, hidden]);
+        let out = out.swap_dims(0, 1).reshape([seq, h * d]);
         let raw = pass.keep(&out);
         let o = self.o.apply(&pass.input(out));
         pass.adapt(layer, Target::O, raw.as_ref(), o)
     }
 }
 
-/// The SwiGLU feed-forward network: `down(silu(gate(x)) ⊙ up(x))`.
+/// The gate's activation in [`Mlp`].
+///
+/// Exists because the families differ only here: Llama and Qwen gate with
+/// SiLU (SwiGLU), Gemma with tanh-approximated GELU (GEGLU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// `x·σ(x)`.
+    #[default]
+    Silu,
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+}
+
+/// The gated feed-forward network: `down(act(gate(x)) ⊙ up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection, `[hidden, ffn]`.
@@ -155,6 +201,9 @@ pub struct Mlp {
     pub up: QLinear,
     /// Down projection, `[ffn, hidden]`.
     pub down: QLinear,
+    /// The gate's activation.
+    #[module(skip)]
+    pub act: Activation,
 }
 
 impl Mlp {
@@ -163,7 +212,10 @@ impl Mlp {
         let xq = pass.input(x);
         let gate = pass.adapt(layer, Target::Gate, raw.as_ref(), self.gate.apply(&xq));
         let up = pass.adapt(layer, Target::Up, raw.as_ref(), self.up.apply(&xq));
-        let h = silu(gate) * up;
+        let h = match self.act {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        } * up;
         let raw = pass.keep(&h);
         let down = self.down.apply(&pass.input(h));
         pass.adapt(layer, Target::Down, raw.as_ref(), down)
@@ -181,6 +233,10 @@ pub struct Block {
     pub ffn_norm: RmsNorm,
     /// Feed-forward network.
     pub mlp: Mlp,
+    /// RMSNorm of attention's output before the residual (Gemma 3).
+    pub post_attn_norm: Option<RmsNorm>,
+    /// RMSNorm of the MLP's output before the residual (Gemma 3).
+    pub post_ffn_norm: Option<RmsNorm>,
 }
 
 impl Block {
@@ -191,9 +247,19 @@ impl Block {
         cache: Option<&mut KvCache>,
         layer: usize,
     ) -> Tensor<2> {
+        let post = |n: &Option<RmsNorm>, t: Tensor<2>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
         let normed = self.attn_norm.forward(x.clone());
-        let h = x + self.attn.forward(normed, pass, cache, layer);
-        h.clone() + self.mlp.forward(self.ffn_norm.forward(h), pass, layer)
+        let h = x + post(
+            &self.post_attn_norm,
+            self.attn.forward(normed, pass, cache, layer),
+        );
+        let f = self
+            .mlp
+            .forward(self.ffn_norm.forward(h.clone()), pass, layer);
+        h + post(&self.post_ffn_norm, f)
     }
 }
 
@@ -228,6 +294,8 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// RoPE tables for the whole context.
     pub rope: Rope,
+    /// RoPE tables of the sliding-window layers, when their base differs.
+    pub rope_local: Option<Rope>,
     /// Hyper-parameters.
     #[module(skip)]
     pub config: LlamaConfig,
@@ -366,11 +434,21 @@ impl Llama {
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &device);
         let mut x = self.token_embd.val().select(0, ids);
-        let mask = (seq > 1).then(|| causal_mask(seq, start, &device));
+        if let Some(f) = self.config.embedding_scale() {
+            x = x.mul_scalar(f);
+        }
+        let mask = (seq > 1).then(|| causal_mask(seq, start, None, &device));
+        let mask_local = self
+            .config
+            .swa
+            .filter(|w| seq > 1 || start + seq > w.window)
+            .map(|w| causal_mask(seq, start, Some(w.window), &device));
         let pass = Pass {
             rope: &self.rope,
+            rope_local: self.rope_local.as_ref().unwrap_or(&self.rope),
             start,
             mask: mask.as_ref(),
+            mask_local: mask_local.as_ref(),
             numerics,
             adapter,
         };
@@ -385,18 +463,36 @@ impl Llama {
     fn head(&self, x: Tensor<2>, numerics: Numerics) -> Tensor<2> {
         let (x, _) = numerics.quantize(self.norm.forward(x));
         let head = self.output.as_ref().unwrap_or(&self.token_embd).val();
-        x.matmul(head.transpose())
+        let logits = x.matmul(head.transpose());
+        match self.config.logit_softcap {
+            Some(c) => logits.div_scalar(c).tanh().mul_scalar(c),
+            None => logits,
+        }
     }
 }
 
 /// The additive causal mask for `seq` queries at positions
 /// `start..start + seq` over keys `0..start + seq`: 0 where a query may
-/// look, −∞ after its own position.
-fn causal_mask(seq: usize, start: usize, device: &Device) -> Tensor<2> {
+/// look, −∞ after its own position and, with a sliding `window`, at or
+/// beyond `window` positions before it.
+fn causal_mask(seq: usize, start: usize, window: Option<usize>, device: &Device) -> Tensor<2> {
     let total = start + seq;
     let mut m = vec![0f32; seq * total];
     for (i, row) in m.chunks_mut(total).enumerate() {
-        row[start + i + 1..].fill(f32::NEG_INFINITY);
+        let p = start + i;
+        row[p + 1..].fill(f32::NEG_INFINITY);
+        if let Some(w) = window {
+            row[..(p + 1).saturating_sub(w)].fill(f32::NEG_INFINITY);
+        }
     }
     Tensor::from_data(TensorData::new(m, [seq, total]), device)
+}
+
+/// GELU with the tanh approximation (what Gemma's GEGLU uses).
+fn gelu_tanh(x: Tensor<2>) -> Tensor<2> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044_715);
+    x.clone()
+        .mul_scalar(0.5)
+        .mul(inner.mul_scalar(SQRT_2_OVER_PI).tanh().add_scalar(1.0))
 }

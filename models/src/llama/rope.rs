@@ -5,7 +5,9 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// Rotary position embedding over adjacent pairs `(x[2i], x[2i+1])`.
+/// Rotary position embedding over adjacent pairs `(x[2i], x[2i+1])`
+/// (Llama) or split halves `(x[i], x[i + d/2])` (Gemma, Qwen: llama.cpp's
+/// `LLAMA_ROPE_TYPE_NEOX`).
 ///
 /// Exists as its own module (rather than burn's `RotaryEncoding`) so that
 /// positions are absolute and checked by the caller, and the rotation is two
@@ -24,12 +26,15 @@ pub struct Rope {
     /// native CPU forward pass.
     #[module(skip)]
     host: Arc<(Vec<f32>, Vec<f32>)>,
+    /// Whether pairs are split halves (NEOX) rather than adjacent values.
+    #[module(skip)]
+    neox: bool,
 }
 
 impl Rope {
     /// Tables for positions `0..positions` of heads of `head_dim` values
     /// (even, checked by [`super::LlamaConfig::validate`]).
-    pub fn new(head_dim: usize, positions: usize, theta: f32, device: &Device) -> Self {
+    pub fn new(head_dim: usize, positions: usize, theta: f32, neox: bool, device: &Device) -> Self {
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
@@ -49,6 +54,23 @@ impl Rope {
             cos: Tensor::from_data(TensorData::new(cos.clone(), [positions, half]), device),
             sin: Tensor::from_data(TensorData::new(sin.clone(), [positions, half]), device),
             host: Arc::new((cos, sin)),
+            neox,
+        }
+    }
+
+    /// Whether pairs are split halves (`LLAMA_ROPE_TYPE_NEOX`).
+    pub fn neox(&self) -> bool {
+        self.neox
+    }
+
+    /// Rotates one head's values at position `p` on the host, as ggml's
+    /// RoPE does for this pairing.
+    pub fn rotate_host(&self, head: &mut [f32], p: usize) {
+        let (cos, sin) = self.host_row(p);
+        if self.neox {
+            super::native::rope_halves(head, cos, sin);
+        } else {
+            super::native::rope_pairs(head, cos, sin);
         }
     }
 
@@ -72,6 +94,23 @@ impl Rope {
     pub fn apply(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
         let [heads, seq, dim] = x.dims();
         let half = dim / 2;
+        if self.neox {
+            let x0 = x.clone().slice([0..heads, 0..seq, 0..half]);
+            let x1 = x.slice([0..heads, 0..seq, half..dim]);
+            let cos = self
+                .cos
+                .clone()
+                .slice([start..start + seq, 0..half])
+                .unsqueeze::<3>();
+            let sin = self
+                .sin
+                .clone()
+                .slice([start..start + seq, 0..half])
+                .unsqueeze::<3>();
+            let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+            let r1 = x0 * sin + x1 * cos;
+            return Tensor::cat(vec![r0, r1], 2);
+        }
         let pairs = x.reshape([heads, seq, half, 2]);
         let x0 = pairs
             .clone()

@@ -55,46 +55,43 @@ pub fn applied_fingerprint(base: Fingerprint, adapter: &Adapter) -> Result<Finge
     Ok(Fingerprint::from_sha256(h))
 }
 
-/// The system prompt `memkern chat` opens with; retrieved memories follow
-/// as `- text` lines. Adapters are trained on this layout with no memory
-/// lines (closed book), so the knowledge they hold is asked for the way
-/// chat asks.
-pub const CHAT_SYSTEM: &str = "You are a helpful assistant running on the user's own device. \
-Answer in one short sentence, using these memories about the user when they are relevant:\n";
-
-/// What follows the user's message in a chat turn: the assistant header.
-const CHAT_TAIL: &str = "<|im_end|>\n<|im_start|>assistant\n";
-
-/// What precedes the user's message in a closed-book chat turn.
-fn chat_head() -> String {
-    format!("<|im_start|>system\n{CHAT_SYSTEM}<|im_end|>\n<|im_start|>user\n")
-}
+/// The system prompt `memkern chat` opens with (see [`crate::prompt`]).
+/// Adapters are trained on this layout with no memory lines (closed
+/// book), so the knowledge they hold is asked for the way chat asks.
+pub use crate::prompt::CHAT_SYSTEM;
 
 /// Token ids of a closed-book chat turn asking `question`: the system
-/// prompt without memory lines, the user's message and the assistant
-/// header — exactly what `memkern chat` prefills when no memory is
-/// retrieved. The question is literal text (no control tokens).
+/// prompt without memory lines, the user's message and the opened
+/// assistant turn, in the model's chat format — exactly what `memkern
+/// chat` prefills when no memory is retrieved. The question is literal
+/// text (no control tokens).
 pub fn chat_prompt(tok: &Tokenizer, question: &str) -> Result<Vec<u32>, TokenizerError> {
-    let mut ids = tok.encode(&chat_head())?;
+    let mut ids = crate::prompt::header(tok)?;
+    ids.extend(crate::prompt::system_to_user(tok)?);
     ids.extend(tok.encode_literal(question)?);
-    ids.extend(tok.encode(CHAT_TAIL)?);
+    ids.extend(crate::prompt::generation_prompt(tok)?);
     Ok(ids)
 }
 
-/// [`chat_prompt`] as text, for tools that take a prompt string (llama.cpp's
-/// `llama-completion -p`); it tokenizes to the same ids when `question`
-/// holds no control-token text.
-pub fn chat_prompt_text(question: &str) -> String {
-    format!("{}{question}{CHAT_TAIL}", chat_head())
+/// [`chat_prompt`] as text (BOS left to the tool), for tools that take a
+/// prompt string (llama.cpp's `llama-completion -p`); it tokenizes to the
+/// same ids when `question` holds no control-token text.
+pub fn chat_prompt_text(tok: &Tokenizer, question: &str) -> String {
+    let f = tok.chat_format();
+    format!(
+        "{}{CHAT_SYSTEM}{}{question}{}",
+        f.system_prefix, f.system_to_user, f.generation_prompt
+    )
 }
 
 /// A training example from a question/answer pair in the chat layout of
-/// [`chat_prompt`]; the answer ends with `<|im_end|>` so the adapted
-/// model also learns to stop.
+/// [`chat_prompt`]; the answer ends with the format's turn end
+/// (`<|im_end|>`, `<end_of_turn>`) so the adapted model also learns to
+/// stop.
 pub fn chat_example(tok: &Tokenizer, pair: &pairs::Pair) -> Result<Example, LoraError> {
     let prompt = chat_prompt(tok, &pair.question).map_err(tokenizer_err)?;
     let mut answer = tok.encode_literal(&pair.answer).map_err(tokenizer_err)?;
-    answer.extend(tok.encode("<|im_end|>").map_err(tokenizer_err)?);
+    answer.extend(crate::prompt::reply_end(tok).map_err(tokenizer_err)?);
     Example::new(prompt, &answer)
 }
 

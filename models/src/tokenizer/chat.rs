@@ -113,34 +113,6 @@ pub fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> S
     out
 }
 
-/// A piece of a rendered chat: a special token or literal text.
-pub(crate) enum Segment {
-    /// `<|im_start|>` or `<|im_end|>`.
-    Special(&'static str),
-    /// Text whose special-token look-alikes must stay text.
-    Text(String),
-}
-
-/// The same chat as [`render_chatml`], as segments.
-pub(crate) fn chatml_segments(
-    messages: &[ChatMessage],
-    add_generation_prompt: bool,
-) -> Vec<Segment> {
-    let text = Segment::Text;
-    let mut out = Vec::with_capacity(messages.len() * 4 + 2);
-    for m in messages {
-        out.push(Segment::Special(IM_START));
-        out.push(text(format!("{}\n{}", m.role.as_str(), m.content)));
-        out.push(Segment::Special(IM_END));
-        out.push(text("\n".to_owned()));
-    }
-    if add_generation_prompt {
-        out.push(Segment::Special(IM_START));
-        out.push(text(format!("{}\n", Role::Assistant.as_str())));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

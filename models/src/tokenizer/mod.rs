@@ -30,6 +30,7 @@ mod bytes;
 mod chat;
 mod spm;
 mod stream;
+mod template;
 
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -40,10 +41,13 @@ use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
 pub use chat::{ChatMessage, IM_END, IM_START, Role, SMOLLM2_DEFAULT_SYSTEM, render_chatml};
 pub use stream::StreamDecoder;
+pub use template::{
+    ChatFormat, ChatTemplate, GEMMA_TEMPLATE, LLAMA3_TEMPLATE, MAX_TEMPLATE_BYTES, TemplateError,
+    TemplateSource,
+};
 
 use crate::fingerprint::{Fingerprint, update_framed};
 use crate::gguf::{Gguf, GgufError, MetaArray};
-use chat::{Segment, chatml_segments};
 
 /// Domain separator of the tokenizer fingerprint.
 const FINGERPRINT_DOMAIN: &[u8] = b"memkern/tokenizer-fingerprint/v1\0";
@@ -73,7 +77,9 @@ pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Metadata(#[from] GgufError),
     /// `tokenizer.ggml.model` is not byte-level BPE.
-    #[error("unsupported tokenizer model {0:?} (only \"gpt2\" byte-level BPE is implemented)")]
+    #[error(
+        "unsupported tokenizer model {0:?} (implemented: \"gpt2\" byte-level BPE, \"llama\" SentencePiece)"
+    )]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer this crate does not implement.
     #[error("unsupported pre-tokenizer {0:?} (implemented: \"smollm\", \"gpt2\")")]
@@ -98,6 +104,10 @@ pub enum TokenizerError {
     /// A special token the operation needs is not in the vocabulary.
     #[error("the vocabulary has no special token {0:?}")]
     MissingSpecialToken(&'static str),
+    /// Chat messages in an order no chat format has (a system message
+    /// only first, then user and assistant alternating).
+    #[error("chat messages out of order: {0}")]
+    BadChat(String),
 }
 
 /// The kind of a vocabulary entry (GGUF `tokenizer.ggml.token_type`).
@@ -177,6 +187,8 @@ pub struct Tokenizer {
     add_bos: bool,
     eog: Vec<u32>,
     fingerprint: Fingerprint,
+    /// The turn markers of the file's chat template (ChatML without one).
+    chat: ChatFormat,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -189,6 +201,41 @@ impl std::fmt::Debug for Tokenizer {
             .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
     }
+}
+
+/// The chat format of `gguf`: its `tokenizer.chat_template` rendered over
+/// sentinel turns. A file without one (Gemma 3 270M's GGUF has none), or
+/// with one that does not compile or cannot be cut into turns (a warning
+/// says so), gets a built-in template chosen by the turn tokens its
+/// vocabulary has: Gemma's (`<start_of_turn>`), Llama 3's
+/// (`<|start_header_id|>`), else ChatML.
+fn chat_format(
+    gguf: &Gguf,
+    tokens: &[String],
+    bos: &str,
+    eos: &str,
+) -> Result<ChatFormat, TokenizerError> {
+    const KEY: &str = "tokenizer.chat_template";
+    if gguf.get(KEY).is_some() {
+        let source = gguf.get_str(KEY)?;
+        match ChatTemplate::new(source, bos, eos)
+            .and_then(|t| ChatFormat::from_template(&t, TemplateSource::File))
+        {
+            Ok(f) => return Ok(f),
+            Err(e) => tracing::warn!("{e}; using a built-in chat template instead"),
+        }
+    }
+    let has = |t: &str| tokens.iter().any(|x| x == t);
+    let (name, source) = if has("<start_of_turn>") && has("<end_of_turn>") {
+        ("gemma", GEMMA_TEMPLATE)
+    } else if has("<|start_header_id|>") && has("<|eot_id|>") {
+        ("llama3", LLAMA3_TEMPLATE)
+    } else {
+        return Ok(ChatFormat::chatml());
+    };
+    ChatTemplate::new(source, bos, eos)
+        .and_then(|t| ChatFormat::from_template(&t, TemplateSource::Builtin(name)))
+        .map_err(|e| TokenizerError::BadVocab(format!("built-in {name} template: {e}")))
 }
 
 fn optional_id(gguf: &Gguf, key: &str, vocab: usize) -> Result<Option<u32>, TokenizerError> {
@@ -390,6 +437,11 @@ impl Tokenizer {
         h.update([u8::from(add_bos)]);
         let fingerprint = Fingerprint::from_sha256(h);
 
+        let text_of = |id: Option<u32>| {
+            id.and_then(|i| tokens.get(i as usize))
+                .map_or("", |t| t.as_str())
+        };
+        let chat = chat_format(gguf, tokens, text_of(bos), text_of(eos))?;
         Ok(Self {
             engine,
             tokens: tokens.to_vec(),
@@ -402,7 +454,15 @@ impl Tokenizer {
             add_bos,
             eog,
             fingerprint,
+            chat,
         })
+    }
+
+    /// The turn markers prompts are built with: from the file's
+    /// `tokenizer.chat_template`, else a built-in template matching the
+    /// vocabulary's turn tokens (Gemma, Llama 3, ChatML).
+    pub fn chat_format(&self) -> &ChatFormat {
+        &self.chat
     }
 
     /// Number of tokens in the vocabulary.
@@ -489,29 +549,102 @@ impl Tokenizer {
         Ok(out)
     }
 
-    /// Encodes a ChatML conversation (see [`render_chatml`]): the structure
-    /// uses the special tokens, message contents are encoded literally, so
-    /// memories or user text cannot forge turns. For benign contents the ids
-    /// equal `encode(&render_chatml(messages, add_generation_prompt))`.
+    /// Encodes a conversation in the model's chat format
+    /// ([`Self::chat_format`]; ChatML by default, see [`render_chatml`]):
+    /// the turn markers are parsed for special tokens, message contents
+    /// are encoded literally, so memories or user text cannot forge turns.
+    /// For benign contents the ids equal those of the rendered text
+    /// encoded whole (pieces and contents are joined before encoding, as
+    /// llama.cpp tokenises a rendered template). BOS is not added (see
+    /// [`Self::add_bos`]).
+    ///
+    /// Messages: an optional system message first, then user and
+    /// assistant alternating; with `add_generation_prompt` the last one is
+    /// a user message (or the system message) and the assistant's turn is
+    /// opened.
     pub fn encode_chat(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
-        let start = self
-            .token_id(IM_START)
-            .ok_or(TokenizerError::MissingSpecialToken(IM_START))?;
-        let end = self
-            .token_id(IM_END)
-            .ok_or(TokenizerError::MissingSpecialToken(IM_END))?;
-        let mut out = Vec::new();
-        for seg in chatml_segments(messages, add_generation_prompt) {
-            match seg {
-                Segment::Special(s) => out.push(if s == IM_START { start } else { end }),
-                Segment::Text(t) => self.encode_into(&t, false, &mut out)?,
+        let f = &self.chat;
+        if f.source == TemplateSource::Builtin("chatml") {
+            for t in [IM_START, IM_END] {
+                self.token_id(t)
+                    .ok_or(TokenizerError::MissingSpecialToken(t))?;
             }
         }
+        let mut parts: Vec<(&str, bool)> = Vec::with_capacity(messages.len() * 2 + 1);
+        let mut prev: Option<Role> = None;
+        for m in messages {
+            let sep = match (prev, m.role) {
+                (None, Role::System) => f.system_prefix.as_str(),
+                (None, Role::User) => f.user_prefix.as_str(),
+                (Some(Role::System), Role::User) => f.system_to_user.as_str(),
+                (Some(Role::User), Role::Assistant) => f.user_to_assistant.as_str(),
+                (Some(Role::Assistant), Role::User) => f.assistant_to_user.as_str(),
+                (p, r) => {
+                    return Err(TokenizerError::BadChat(format!(
+                        "a {r} message after {}",
+                        p.map_or("the start".to_owned(), |p| format!("a {p} message"))
+                    )));
+                }
+            };
+            parts.push((sep, true));
+            parts.push((m.content.as_str(), false));
+            prev = Some(m.role);
+        }
+        let end = match (prev, add_generation_prompt) {
+            (Some(Role::User), true) => f.generation_prompt.as_str(),
+            (Some(Role::System), true) => {
+                parts.push((f.system_close(), true));
+                f.assistant_open()
+            }
+            (None, true) => f.user_prefix.as_str(),
+            (Some(Role::Assistant), true) => {
+                return Err(TokenizerError::BadChat(
+                    "the assistant's turn is opened after an assistant message".into(),
+                ));
+            }
+            (Some(Role::System), false) => f.system_close(),
+            (Some(Role::User), false) => f.user_close(),
+            (Some(Role::Assistant), false) => f.assistant_close.as_str(),
+            (None, false) => "",
+        };
+        parts.push((end, true));
+        let mut out = Vec::new();
+        self.encode_parts(&parts, &mut out)?;
         Ok(out)
+    }
+
+    /// Encodes the concatenation of `parts`, each `(text, parse_special)`:
+    /// special tokens are cut out where parsing is on, and the text
+    /// between special tokens is encoded as one piece across part
+    /// boundaries.
+    fn encode_parts(
+        &self,
+        parts: &[(&str, bool)],
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        enum Owned {
+            Text(String),
+            Token(u32),
+        }
+        let mut frags: Vec<Owned> = Vec::new();
+        for &(text, special) in parts {
+            for f in self.partition(text, special) {
+                match (f, frags.last_mut()) {
+                    (Fragment::Text(t), Some(Owned::Text(s))) => s.push_str(t),
+                    (Fragment::Text(t), _) => frags.push(Owned::Text(t.to_owned())),
+                    (Fragment::Token(id), _) => frags.push(Owned::Token(id)),
+                }
+            }
+        }
+        let frags = frags.iter().map(|f| match f {
+            Owned::Text(t) => Fragment::Text(t),
+            Owned::Token(id) => Fragment::Token(*id),
+        });
+        self.encode_fragments(frags, out)
     }
 
     fn encode_into(
@@ -520,8 +653,19 @@ impl Tokenizer {
         parse_special: bool,
         out: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
+        self.encode_fragments(self.partition(text, parse_special), out)
+    }
+
+    /// Encodes fragments: special tokens as their ids, text by the engine
+    /// (SentencePiece adds its space prefix after a special token or at
+    /// the start, where the file asks for one).
+    fn encode_fragments<'t>(
+        &self,
+        frags: impl IntoIterator<Item = Fragment<'t>>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
         let mut prev_special = true;
-        for frag in self.partition(text, parse_special) {
+        for frag in frags {
             match frag {
                 Fragment::Token(id) => {
                     out.push(id);

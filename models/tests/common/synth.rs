@@ -141,6 +141,23 @@ impl Builder {
         self
     }
 
+    /// The value of `k`, if set.
+    pub fn value(&self, k: &str) -> Option<V> {
+        self.kvs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Replaces the value of `k` (appends it when absent).
+    pub fn set(mut self, k: &str, v: V) -> Self {
+        match self.kvs.iter_mut().find(|(key, _)| key == k) {
+            Some(kv) => kv.1 = v,
+            None => self.kvs.push((k.to_owned(), v)),
+        }
+        self
+    }
+
     pub fn tensor(mut self, t: T) -> Self {
         self.tensors.push(t);
         self

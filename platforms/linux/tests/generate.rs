@@ -202,8 +202,7 @@ fn models_quantize_writes_llama_quantizes_bytes_and_the_result_runs() {
         .expect("Q4_K_M row");
     assert_eq!(sha256_hex(&out), want["sha256"].as_str().expect("sha"));
 
-    // The quantised model answers (K-quants and Q5_0 run on the dense path
-    // until their native kernels land) …
+    // The quantised model answers …
     let answer = ok_stdout(&[
         "generate",
         "--model",
@@ -262,20 +261,54 @@ fn models_pull_list_and_rm_manage_the_cache() {
         .find(|m| m["model"] == "gemma3-270m-q4-k-m")
         .expect("gemma row");
     assert_eq!(gemma["cached"], true);
-    // Its architecture has no forward pass yet: one line, naming it.
+    // It runs (architecture gemma3): BOS first, as its metadata asks, and
+    // llama.cpp's greedy tokens (tests/fixtures/gemma3-270m-q4_k_m.jsonl
+    // in memkern-models: 506 5279 529 506 …).
+    let answer = ok_stdout(&[
+        "generate",
+        "--model",
+        "gemma3-270m-q4-k-m",
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]);
+    let answer: serde_json::Value = serde_json::from_str(answer.trim()).expect("JSON");
+    assert_eq!(
+        answer["prompt_ids"],
+        serde_json::json!([2, 818, 5279, 529, 7001, 563])
+    );
+    assert_eq!(answer["text"], " the capital of the", "{answer}");
+    // Activation memory saved by SmolLM2 is refused by Gemma: one line.
+    let dir = temp_dir("gemma-snapshot");
+    let snap = dir.join("smollm2.mkv");
+    let s = snap.to_str().expect("utf-8 path");
+    ok_stdout(&[
+        "snapshot",
+        "save",
+        "--prefix",
+        "Known facts: none.",
+        "--out",
+        s,
+    ]);
     let refused = memkern(&[
         "generate",
         "--model",
         "gemma3-270m-q4-k-m",
+        "--snapshot",
+        s,
         "--prompt",
         "hi",
     ]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("\"gemma3\" is not supported"), "{err}");
+    assert!(err.contains("model"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
     // `[model] llm` in the vault's memkern.toml names the model `chat`
-    // loads when no --model is given.
+    // loads when no --model is given: Gemma answers through its own chat
+    // template.
     let vault = temp_dir("model-config");
     std::fs::write(
         vault.join("memkern.toml"),
@@ -284,10 +317,21 @@ fn models_pull_list_and_rm_manage_the_cache() {
     .expect("config");
     let v = vault.to_str().expect("utf-8 path");
     ok_stdout(&["user", "add", "alice", "--data-dir", v, "--no-embed"]);
-    let chat = memkern(&["chat", "--data-dir", v, "--no-embed", "--as", "alice", "hi"]);
+    let chat = memkern(&[
+        "chat",
+        "--data-dir",
+        v,
+        "--no-embed",
+        "--as",
+        "alice",
+        "--max-tokens",
+        "16",
+        "Hi!",
+    ]);
+    let out = String::from_utf8_lossy(&chat.stdout);
     let err = String::from_utf8_lossy(&chat.stderr);
-    assert_eq!(chat.status.code(), Some(1), "{err}");
-    assert!(err.contains("\"gemma3\" is not supported"), "{err}");
+    assert!(chat.status.success(), "{err}");
+    assert!(!out.contains("<end_of_turn>"), "{out}");
     let _ = std::fs::remove_dir_all(&vault);
     // The part packages' entries are gone once the model is assembled.
     assert!(

@@ -26,7 +26,8 @@ use memkern_core::governance::Principal;
 use memkern_core::ids::{BlobDigest, CubeId, NamespaceId, UserId};
 use memkern_core::scheduler::{self, Candidate, Kind, Location, RELEVANCE_ONE};
 use memkern_models::lora::Adapter;
-use memkern_models::tokenizer::{Tokenizer, TokenizerError};
+use memkern_models::prompt;
+use memkern_models::tokenizer::{Role as ChatRole, Tokenizer, TokenizerError};
 use memkern_models::{
     Llm, Sampler, SamplingConfig, Session, Snapshot, SnapshotOptions, StopReason,
 };
@@ -37,10 +38,6 @@ use super::utterance::is_question;
 use super::{
     AddRequest, MemoryId, Result, Runtime, RuntimeError, SearchHit, SearchRequest, now, random_id,
 };
-
-/// The system prompt every chat starts with; memories follow as lines.
-pub const SYSTEM_HEADER: &str = "<|im_start|>system\nYou are a helpful assistant running on the user's own device. \
-Answer in one short sentence, using these memories about the user when they are relevant:\n";
 
 /// Element type of chat snapshots (half the size of f32; see
 /// `benches/RESULTS.md` for its effect on greedy agreement).
@@ -64,7 +61,7 @@ pub(crate) fn prefix_snapshot(
     memories: &[(&str, memkern_core::time::Timestamp)],
 ) -> Result<Snapshot> {
     let tok = llm.tokenizer();
-    let mut ids = tok.encode(SYSTEM_HEADER).map_err(llm_err)?;
+    let mut ids = prompt::header(tok).map_err(llm_err)?;
     for (text, time) in memories {
         ids.extend(
             tok.encode_literal(&memory_line(text, *time))
@@ -151,16 +148,6 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
-}
-
-impl Role {
-    /// The ChatML role name.
-    fn name(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        }
-    }
 }
 
 /// Why generation ended.
@@ -370,20 +357,21 @@ fn llm_err(e: impl std::fmt::Display) -> RuntimeError {
 type Lines = HashMap<CubeId, (MemoryId, String, Vec<u32>)>;
 
 /// The prompt after the memory lines: the caller's system text, memkern's
-/// system turn closed, the history turns that fit `budget` tokens
-/// (newest kept), the message, and the assistant's turn opened.
+/// system text closed and the first user turn opened (in the model's chat
+/// format, [`memkern_models::prompt`]), the history turns that fit
+/// `budget` tokens (newest kept; a kept history never starts with a
+/// reply), the message, and the assistant's turn opened.
 fn conversation_tail(
     tok: &Tokenizer,
     req: &ChatRequest,
     budget: usize,
 ) -> std::result::Result<Vec<u32>, TokenizerError> {
-    let turn = |role: &str, text: &str| -> std::result::Result<Vec<u32>, TokenizerError> {
-        let mut t = tok.encode(&format!("<|im_start|>{role}\n"))?;
-        t.extend(tok.encode_literal(text)?);
-        t.extend(tok.encode("<|im_end|>\n")?);
-        Ok(t)
+    let f = tok.chat_format();
+    let role = |r: Role| match r {
+        Role::User => ChatRole::User,
+        Role::Assistant => ChatRole::Assistant,
     };
-    // The caller's instructions close memkern's own system turn, after
+    // The caller's instructions close memkern's own system text, after
     // the memory lines: a second system turn between the memories and the
     // question makes a small model lose the memories (measured: "Where
     // does my sister live?" after "You are a helpful assistant." as its
@@ -394,22 +382,39 @@ fn conversation_tail(
         tail.extend(tok.encode_literal(system.trim())?);
         tail.extend(tok.encode_literal("\n")?);
     }
-    tail.extend(tok.encode("<|im_end|>\n")?);
-    let mut last = tok.encode("<|im_start|>user\n")?;
-    last.extend(tok.encode_literal(&req.message)?);
-    last.extend(tok.encode("<|im_end|>\n<|im_start|>assistant\n")?);
-    let mut room = budget.saturating_sub(tail.len() + last.len());
-    let mut kept = Vec::new();
+    tail.extend(prompt::system_to_user(tok)?);
+    let mut last = tok.encode_literal(&req.message)?;
+    last.extend(prompt::generation_prompt(tok)?);
+    let close = tok.encode(f.user_close())?;
+    let open_user = tok.encode(prompt::turn_open(f, ChatRole::User))?;
+    let mut room = budget.saturating_sub(tail.len() + open_user.len() + last.len());
+    let mut kept: Vec<(&Turn, Vec<u32>)> = Vec::new();
     for t in req.history.iter().rev() {
-        let ids = turn(t.role.name(), &t.text)?;
-        if ids.len() > room {
+        let text = tok.encode_literal(&t.text)?;
+        let cost = text.len() + close.len() + open_user.len().max(1);
+        if cost > room {
             break;
         }
-        room -= ids.len();
-        kept.push(ids);
+        room -= cost;
+        kept.push((t, text));
     }
-    for ids in kept.into_iter().rev() {
-        tail.extend(ids);
+    kept.reverse();
+    // The first user turn is already open: a reply cannot lead.
+    let lead = kept
+        .iter()
+        .take_while(|(t, _)| t.role == Role::Assistant)
+        .count();
+    let mut any = false;
+    for (i, (t, text)) in kept.into_iter().skip(lead).enumerate() {
+        if i > 0 {
+            tail.extend(tok.encode(prompt::turn_open(f, role(t.role)))?);
+        }
+        tail.extend(text);
+        tail.extend(close.iter().copied());
+        any = true;
+    }
+    if any {
+        tail.extend(open_user);
     }
     tail.extend(last);
     Ok(tail)
@@ -712,7 +717,7 @@ impl Assistant {
         // neither restores base-model blocks nor saves adapted ones.
         let snapshots = req.snapshots && adapter.is_none();
         let tok = state.llm.tokenizer();
-        let header = tok.encode(SYSTEM_HEADER).map_err(llm_err)?;
+        let header = prompt::header(tok).map_err(llm_err)?;
         let context = state.llm.config().context;
         let tail = conversation_tail(tok, req, context / 2).map_err(llm_err)?;
         let now = now();

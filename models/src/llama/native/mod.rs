@@ -76,8 +76,8 @@ pub use act::Q8Rows;
 pub use kquant::Q8KRows;
 pub use matrix::{Input, InputFormat, QMatrix};
 pub use ops::{
-    AttnShape, GgmlIsa, attention, expf_ggml, expf_ggml_avx512, rms_norm, rope_pairs, round_f16,
-    swiglu,
+    AttnShape, FA_TILE_KV, FA_TILE_Q, GgmlIsa, attention, expf_ggml, expf_ggml_avx512, geglu,
+    rms_norm, rope_halves, rope_pairs, round_f16, swiglu,
 };
 pub use pool::Threads;
 

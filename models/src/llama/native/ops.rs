@@ -159,6 +159,58 @@ fast_fn! {
     }
 }
 
+/// ggml's GELU table (`ggml_table_gelu_f16`): for every f16 bit pattern
+/// `h`, `f16(gelu(f32(h)))` with `gelu(x) = 0.5·x·(1 + tanhf(√(2/π)·x·(1 +
+/// 0.044715·x·x)))`, the inner `1 + 0.044715·x·x` fused as GCC contracts
+/// it.
+///
+/// Exists because ggml's CPU GELU (`GGML_GELU_FP16`) does not evaluate the
+/// formula per value: it rounds the input to f16 and looks the result up
+/// here, so reproducing its bits takes the same table (built once, 128
+/// KiB).
+fn gelu_table() -> &'static [u16] {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        const GELU_COEF_A: f32 = 0.044715;
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        (0..=u16::MAX)
+            .map(|h| {
+                let x = half::f16::from_bits(h).to_f32();
+                let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+                let g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh());
+                half::f16::from_f32(g).to_bits()
+            })
+            .collect()
+    })
+}
+
+/// `ggml_vec_geglu_f32` (`GGML_GELU_FP16`): `gelu(gate)·up`, with `0` for
+/// `gate ≤ −10`, `gate·up` for `gate ≥ 10` and otherwise the f16 table
+/// looked up at `f16(gate)`. Spread over the thread pool in fixed chunks
+/// (elementwise: the thread count changes no bit).
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let table = gelu_table();
+    let mut out = vec![0f32; gate.len().min(up.len())];
+    out.par_chunks_mut(ELEMENTS_PER_TASK)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let at = i * ELEMENTS_PER_TASK;
+            for ((o, &x), &u) in o.iter_mut().zip(&gate[at..]).zip(&up[at..]) {
+                *o = if x <= -10.0 {
+                    0.0
+                } else if x >= 10.0 {
+                    x * u
+                } else {
+                    let h = half::f16::from_f32(x).to_bits();
+                    half::f16::from_bits(table[usize::from(h)]).to_f32() * u
+                };
+            }
+        });
+    out
+}
+
 fast_fn! {
     /// `rotate_pairs` of ggml's RoPE (`GGML_ROPE_TYPE_NORMAL`: adjacent
     /// pairs) on one head's values, with `cos`/`sin` of its position.
@@ -172,6 +224,21 @@ fast_fn! {
             let (x0, x1) = (p[0], p[1]);
             p[0] = x0.mul_add(c, -(x1 * s));
             p[1] = x0.mul_add(s, x1 * c);
+        }
+    }
+}
+
+fast_fn! {
+    /// `rotate_pairs` of ggml's RoPE for `GGML_ROPE_TYPE_NEOX` (Gemma,
+    /// Qwen): pair `i` is `(x[i], x[i + d/2])`, rotated by `cos[i]`,
+    /// `sin[i]` with [`rope_pairs`]' arithmetic.
+    pub fn rope_halves(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = x.len() / 2;
+        let (lo, hi) = x.split_at_mut(half);
+        for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+            let (x0, x1) = (*a, *b);
+            *a = x0.mul_add(c, -(x1 * s));
+            *b = x0.mul_add(s, x1 * c);
         }
     }
 }
@@ -265,18 +332,34 @@ pub struct AttnShape {
     /// Positions each head's block of keys and values has room for
     /// (`≥ total`; the KV cache's capacity).
     pub stride: usize,
+    /// The factor applied to `q·k` (`1/√head_dim` for Llama; 1 for Gemma
+    /// 3, whose queries are scaled before).
+    pub scale: f32,
+    /// Positions a query sees, its own included (`None`: every earlier
+    /// one): the sliding window of a local layer.
+    pub window: Option<usize>,
 }
 
 /// Causal grouped-query attention as ggml's CPU flash attention
-/// (`ggml_compute_forward_flash_attn_ext_f16_one_chunk`, f16 K/V) computes
-/// it, for query rows `q` (`[seq][heads·head_dim]`, after RoPE, f32) over
-/// keys and values `k`, `v` (`[kv_heads][total][head_dim]`, f16 values).
+/// (`ggml_compute_forward_flash_attn_ext_f16`, f16 K/V) computes it, for
+/// query rows `q` (`[seq][heads·head_dim]`, after RoPE, f32) over keys and
+/// values `k`, `v` (`[kv_heads][stride][head_dim]`, f16 values). Returns
+/// `[seq][heads·head_dim]`.
 ///
-/// Per query: the query rounded to f16; for each visible key, `s =
-/// dot_f16(k, q)·scale`, online softmax with `expf`, the value
-/// accumulator kept in f16 (`VKQ16 = f16(fma(v, e^{s−M}, VKQ16))`, scaled
-/// when the maximum moves), `S = S·ms + vs` fused; finally `VKQ / S`.
-/// Returns `[seq][heads·head_dim]`.
+/// ggml takes one of two routes, and so does this function:
+/// - under [`FA_TILE_Q`] query rows (decoding, short prompts),
+///   `…_one_chunk`: per query, the query rounded to f16; for each visible
+///   key `s = dot_f16(k, q)·scale`, online softmax with `expf`, the value
+///   accumulator kept in f16 (`VKQ16 = f16(fma(v, e^{s−M}, VKQ16))`,
+///   scaled when the maximum moves), `S = S·ms + vs` fused; finally
+///   `VKQ / S`;
+/// - from [`FA_TILE_Q`] rows on (long prompts), `…_tiled`: f32 queries,
+///   keys in tiles of [`FA_TILE_KV`] with one maximum update per tile,
+///   vectorised `expf`, an f32 accumulator ([`attend_row_tiled`]).
+///
+/// A query at position `p` sees keys `0..=p`, or with a sliding `window`
+/// only `p − window + 1 ..= p` (masked keys contribute nothing in either
+/// route, as ggml's `−∞` mask).
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
     use rayon::prelude::*;
     let AttnShape {
@@ -288,9 +371,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
         total,
         stride,
         isa,
+        scale,
+        window,
     } = sh;
+    let fa = Fa { isa, scale };
     let group = (heads / kv_heads.max(1)).max(1);
     let mut out = vec![0f32; seq * heads * d];
+    let tiled = seq >= FA_TILE_Q;
     // One task per (query, KV head): the query heads of the group share
     // its keys. Each row is independent and sequential inside, so neither
     // the thread count nor the grouping changes a bit.
@@ -298,47 +385,177 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
     out.par_chunks_mut(width).enumerate().for_each(|(unit, o)| {
         let (i, kvh) = (unit / kv_heads.max(1), unit % kv_heads.max(1));
         let visible = (start + i + 1).min(total);
+        let first = window
+            .map_or(0, |w| (start + i + 1).saturating_sub(w))
+            .min(visible);
         let at = kvh * stride * d;
+        let rows = q.get(unit * width..(unit + 1) * width).unwrap_or(&[]);
         // Callers pass buffers of kv_heads·stride·d values; a short
         // one attends to nothing rather than panicking.
-        let keys = k.get(at..at + visible * d).unwrap_or(&[]);
-        let values = v.get(at..at + visible * d).unwrap_or(&[]);
-        let rows = q.get(unit * width..(unit + 1) * width).unwrap_or(&[]);
-        attend_group(rows, keys, values, o, d, isa);
+        if tiled {
+            let keys = k.get(at..at + visible * d).unwrap_or(&[]);
+            let values = v.get(at..at + visible * d).unwrap_or(&[]);
+            for (qr, or) in rows
+                .chunks_exact(d.max(1))
+                .zip(o.chunks_exact_mut(d.max(1)))
+            {
+                attend_row_tiled(qr, keys, values, first, or, fa);
+            }
+        } else {
+            let keys = k.get(at + first * d..at + visible * d).unwrap_or(&[]);
+            let values = v.get(at + first * d..at + visible * d).unwrap_or(&[]);
+            attend_group(rows, keys, values, o, d, fa);
+        }
     });
     out
 }
 
+/// Query rows from which ggml's CPU flash attention takes its tiled route
+/// (`GGML_FA_TILE_Q`).
+pub const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled route (`GGML_FA_TILE_KV`).
+pub const FA_TILE_KV: usize = 64;
+
+/// What one attention row needs besides its data: the ggml build
+/// reproduced and the factor applied to `q·k`.
+#[derive(Clone, Copy, Debug)]
+struct Fa {
+    isa: GgmlIsa,
+    scale: f32,
+}
+
+/// One query row of ggml's tiled flash attention
+/// (`ggml_compute_forward_flash_attn_ext_tiled`) over keys and values
+/// `0..visible` of one KV head, of which those before `first` are masked.
+///
+/// Per tile of [`FA_TILE_KV`] keys (aligned to key 0): scores `q·k` as one
+/// f32 FMA chain over the head (`simd_gemm`; the query stays f32), times
+/// `scale`; the tile's maximum moves the running maximum once (`expf` of
+/// the difference rescales the accumulator and the sum); `p = e^{s−M}` by
+/// ggml's vectorised `expf`, summed per 16 (AVX-512) or 8 (AVX2) lanes,
+/// each partial widened to f64 and the tile's sum added to `S` in f64;
+/// then `VKQ += p·v` as f32 FMA chains over the tile's keys. Finally
+/// `VKQ · (1/S)`.
+fn attend_row_tiled(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    first: usize,
+    out: &mut [f32],
+    fa: Fa,
+) {
+    let d = q.len();
+    if d == 0 {
+        return;
+    }
+    let n = keys.len().min(values.len()) / d;
+    let mut acc = vec![0f32; d];
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    let mut p = [0f32; FA_TILE_KV];
+    let mut tile = 0;
+    while tile < n {
+        let end = (tile + FA_TILE_KV).min(n);
+        if end <= first {
+            tile = end;
+            continue;
+        }
+        let mut tile_max = f32::NEG_INFINITY;
+        for (j, s) in p.iter_mut().enumerate() {
+            let key = tile + j;
+            *s = if key >= first && key < end {
+                let kr = &keys[key * d..(key + 1) * d];
+                let dot = kr.iter().zip(q).fold(0f32, |a, (&k, &x)| x.mul_add(k, a));
+                dot * fa.scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            tile_max = tile_max.max(*s);
+        }
+        if tile_max == f32::NEG_INFINITY {
+            tile = end;
+            continue;
+        }
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            acc.iter_mut().for_each(|a| *a *= ms);
+            s_sum *= ms;
+        }
+        m = m_new;
+        s_sum = (f64::from(s_sum) + softmax_tile(&mut p, m, fa.isa)) as f32;
+        for (j, &pj) in p.iter().enumerate() {
+            let key = tile + j;
+            if key < first || key >= end {
+                continue;
+            }
+            let vr = &values[key * d..(key + 1) * d];
+            for (a, &x) in acc.iter_mut().zip(vr) {
+                *a = pj.mul_add(x, *a);
+            }
+        }
+        tile = end;
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+/// `ggml_vec_soft_max_f32` on one tile: `p ← e^{p − max}` with `isa`'s
+/// vectorised `expf`, returning the sum as ggml forms it — each register
+/// of 16 (AVX-512) or 8 (AVX2) lanes reduced to f32 (halves added until
+/// four lanes are left, then `(v0 + v2) + (v1 + v3)`), widened to f64 and
+/// added in order.
+fn softmax_tile(p: &mut [f32; FA_TILE_KV], max: f32, isa: GgmlIsa) -> f64 {
+    let lanes = match isa {
+        GgmlIsa::Avx2 => 8,
+        GgmlIsa::Avx512 => 16,
+    };
+    let mut sum = 0f64;
+    for chunk in p.chunks_exact_mut(lanes) {
+        let mut v = [0f32; 16];
+        for (x, w) in chunk.iter_mut().zip(v.iter_mut()) {
+            *x = match isa {
+                GgmlIsa::Avx2 => expf_ggml(*x - max),
+                GgmlIsa::Avx512 => expf_ggml_avx512(*x - max),
+            };
+            *w = *x;
+        }
+        let mut width = lanes;
+        while width > 4 {
+            width /= 2;
+            for l in 0..width {
+                v[l] += v[l + width];
+            }
+        }
+        sum += f64::from((v[0] + v[2]) + (v[1] + v[3]));
+    }
+    sum
+}
+
 /// The query rows `q` (`g × d`) of the heads that share one KV head, over
 /// its `keys` / `values`, written to `out` (`g × d`).
-fn attend_group(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usize, isa: GgmlIsa) {
-    if attend_regs(q, keys, values, out, d, isa) {
+fn attend_group(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usize, fa: Fa) {
+    if attend_regs(q, keys, values, out, d, fa) {
         return;
     }
     for (qr, o) in q.chunks_exact(d.max(1)).zip(out.chunks_exact_mut(d.max(1))) {
-        attend_row(qr, keys, values, o, isa);
+        attend_row(qr, keys, values, o, fa);
     }
 }
 
 /// One query row of [`attention`] over `keys` / `values` (`visible ×
 /// head_dim`), written to `out`.
-fn attend_row(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
-    if !attend_regs(q, keys, values, out, q.len(), isa) {
-        attend_row_portable(q, keys, values, out, isa);
+fn attend_row(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], fa: Fa) {
+    if !attend_regs(q, keys, values, out, q.len(), fa) {
+        attend_row_portable(q, keys, values, out, fa);
     }
 }
 
 /// Runs the register kernel of this CPU (AVX2 + FMA + F16C on x86-64,
 /// NEON on aarch64) for the `q.len() / d` rows of `q` when one is compiled
 /// for that head size and row count; `false` when none ran.
-fn attend_regs(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out: &mut [f32],
-    d: usize,
-    isa: GgmlIsa,
-) -> bool {
+fn attend_regs(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], d: usize, fa: Fa) -> bool {
     if d == 0 || q.len() != out.len() || !q.len().is_multiple_of(d) {
         return false;
     }
@@ -347,26 +564,26 @@ fn attend_regs(
     if avx2::available() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); q
         // and out hold g rows of d values.
-        return unsafe { avx2::attend(q, keys, values, out, d, g, isa) };
+        return unsafe { avx2::attend(q, keys, values, out, d, g, fa) };
     }
     #[cfg(target_arch = "aarch64")]
     if neon::available() {
         // SAFETY: NEON is part of every aarch64 CPU; shapes as above.
-        return unsafe { neon::attend(q, keys, values, out, d, g, isa) };
+        return unsafe { neon::attend(q, keys, values, out, d, g, fa) };
     }
-    let _ = (keys, values, g, isa);
+    let _ = (keys, values, g, fa);
     false
 }
 
 /// The portable version of [`attend_row`].
-fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], isa: GgmlIsa) {
+fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32], fa: Fa) {
     let d = q.len();
-    let scale = 1.0 / (d as f32).sqrt();
+    let scale = fa.scale;
     let qh: Vec<f32> = q.iter().map(|&x| round_f16(x)).collect();
     let mut acc = vec![0f32; d];
     let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
     for (kr, vr) in keys.chunks_exact(d).zip(values.chunks_exact(d)) {
-        let s = dot_f16(kr, &qh, isa) * scale;
+        let s = dot_f16(kr, &qh, fa.isa) * scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
             ms = (m - s).exp();
@@ -396,7 +613,7 @@ fn attend_row_portable(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32],
     allow(dead_code)
 )]
 mod simd {
-    use super::{GgmlIsa, reduce_tail};
+    use super::{Fa, GgmlIsa, reduce_tail};
 
     /// Eight f32 lanes of one ISA: what [`attend_rows`] computes with.
     ///
@@ -454,19 +671,19 @@ mod simd {
         out: &mut [f32],
         d: usize,
         g: usize,
-        isa: GgmlIsa,
+        fa: Fa,
     ) -> bool {
         // SAFETY: each arm's NV·8 = d and G = g, and the caller holds the
         // ISA's features.
         unsafe {
             match (d, g) {
-                (64, 1) => attend_rows::<L, 8, 1>(q, keys, values, out, isa),
-                (64, 2) => attend_rows::<L, 8, 2>(q, keys, values, out, isa),
-                (64, 3) => attend_rows::<L, 8, 3>(q, keys, values, out, isa),
-                (64, 4) => attend_rows::<L, 8, 4>(q, keys, values, out, isa),
-                (128, 1) => attend_rows::<L, 16, 1>(q, keys, values, out, isa),
-                (192, 1) => attend_rows::<L, 24, 1>(q, keys, values, out, isa),
-                (256, 1) => attend_rows::<L, 32, 1>(q, keys, values, out, isa),
+                (64, 1) => attend_rows::<L, 8, 1>(q, keys, values, out, fa),
+                (64, 2) => attend_rows::<L, 8, 2>(q, keys, values, out, fa),
+                (64, 3) => attend_rows::<L, 8, 3>(q, keys, values, out, fa),
+                (64, 4) => attend_rows::<L, 8, 4>(q, keys, values, out, fa),
+                (128, 1) => attend_rows::<L, 16, 1>(q, keys, values, out, fa),
+                (192, 1) => attend_rows::<L, 24, 1>(q, keys, values, out, fa),
+                (256, 1) => attend_rows::<L, 32, 1>(q, keys, values, out, fa),
                 _ => return false,
             }
         }
@@ -491,10 +708,10 @@ mod simd {
         keys: &[f32],
         values: &[f32],
         out: &mut [f32],
-        isa: GgmlIsa,
+        fa: Fa,
     ) {
         let d = NV * 8;
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = fa.scale;
         // SAFETY (every block of this function): the caller holds L's
         // features; every pointer offset is inside the slices as the
         // comments say.
@@ -519,7 +736,7 @@ mod simd {
                 // (two registers each for 16): register c of the row holds
                 // elements c·8..c·8+8, step i covering 4·lanes of them.
                 let mut v = [0f32; 16];
-                let lanes = match isa {
+                let lanes = match fa.isa {
                     GgmlIsa::Avx2 => {
                         let mut sum = [zero; 4];
                         for i in 0..NV / 4 {
@@ -594,7 +811,7 @@ mod simd {
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use super::GgmlIsa;
+    use super::Fa;
     use super::simd::{Lanes8, dispatch};
 
     /// Whether this CPU can run [`attend`] (`MEMKERN_PORTABLE_KERNELS`
@@ -658,10 +875,10 @@ mod avx2 {
         out: &mut [f32],
         d: usize,
         g: usize,
-        isa: GgmlIsa,
+        fa: Fa,
     ) -> bool {
         // SAFETY: forwarded; this function has V's features.
-        unsafe { dispatch::<V>(q, keys, values, out, d, g, isa) }
+        unsafe { dispatch::<V>(q, keys, values, out, d, g, fa) }
     }
 }
 
@@ -670,7 +887,7 @@ mod avx2 {
 mod neon {
     use core::arch::aarch64::*;
 
-    use super::GgmlIsa;
+    use super::Fa;
     use super::simd::{Lanes8, dispatch};
 
     /// Whether [`attend`] may run (always on aarch64, unless
@@ -751,10 +968,10 @@ mod neon {
         out: &mut [f32],
         d: usize,
         g: usize,
-        isa: GgmlIsa,
+        fa: Fa,
     ) -> bool {
         // SAFETY: forwarded; NEON is enabled here.
-        unsafe { dispatch::<V>(q, keys, values, out, d, g, isa) }
+        unsafe { dispatch::<V>(q, keys, values, out, d, g, fa) }
     }
 }
 
@@ -814,6 +1031,8 @@ mod tests {
             total: 1,
             stride: 1,
             isa: GgmlIsa::Avx2,
+            scale: 0.125,
+            window: None,
         };
         let q = vec![0.5f32; 64];
         let k = vec![0.25f32; 32];
@@ -838,21 +1057,25 @@ mod tests {
             let values: Vec<f32> = (0..40 * d).map(|_| round_f16(next())).collect();
             let q: Vec<f32> = (0..d).map(|_| next()).collect();
             for isa in [GgmlIsa::Avx2, GgmlIsa::Avx512] {
+                let fa = Fa {
+                    isa,
+                    scale: 1.0 / (d as f32).sqrt(),
+                };
                 for visible in [1, 7, 40] {
                     let (k, v) = (&keys[..visible * d], &values[..visible * d]);
                     let mut want = vec![0f32; d];
-                    attend_row_portable(&q, k, v, &mut want, isa);
+                    attend_row_portable(&q, k, v, &mut want, fa);
                     let mut got = vec![0f32; d];
-                    attend_row(&q, k, v, &mut got, isa);
+                    attend_row(&q, k, v, &mut got, fa);
                     let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "d {d} {isa:?} {visible} keys");
                     // Three query rows sharing the keys, as a GQA group.
                     let q3: Vec<f32> = q.iter().chain(&q).chain(&q).map(|x| x * 0.75).collect();
                     let mut grouped = vec![0f32; 3 * d];
-                    attend_group(&q3, k, v, &mut grouped, d, isa);
+                    attend_group(&q3, k, v, &mut grouped, d, fa);
                     for (g, (qr, o)) in q3.chunks(d).zip(grouped.chunks(d)).enumerate() {
                         let mut one = vec![0f32; d];
-                        attend_row_portable(qr, k, v, &mut one, isa);
+                        attend_row_portable(qr, k, v, &mut one, fa);
                         assert_eq!(bits(o), bits(&one), "group row {g} d {d} {isa:?}");
                     }
                 }

@@ -56,7 +56,7 @@ pub fn distill(args: &DistillArgs) -> Result<()> {
             .context("the adapter just distilled is gone")?;
         if let Some(path) = &args.export_gguf {
             let bytes = adapter
-                .to_gguf(llm.config(), "llama")
+                .to_gguf(llm.config(), llm.config().arch.name())
                 .context("GGUF export")?;
             std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }

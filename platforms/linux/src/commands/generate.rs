@@ -35,8 +35,9 @@ fn sampling(args: &GenerateArgs) -> Result<Sampler> {
     Sampler::new(config).context("invalid sampling flags")
 }
 
-/// The prompt's token ids: a ChatML user turn plus the assistant header
-/// with `--chat`, the raw text (special tokens parsed) otherwise.
+/// The prompt's token ids: a user turn in the model's chat format plus
+/// the opened assistant turn with `--chat`, the raw text (special tokens
+/// parsed) otherwise; BOS first where the model asks for it.
 fn prompt_ids(llm: &Llm, args: &GenerateArgs) -> Result<Vec<u32>> {
     let tok = llm.tokenizer();
     let ids = if args.chat {
@@ -52,7 +53,14 @@ fn prompt_ids(llm: &Llm, args: &GenerateArgs) -> Result<Vec<u32>> {
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
-    Ok(ids)
+    // BOS first where the model's metadata asks for it (Gemma), unless a
+    // restored snapshot already holds the start of the sequence.
+    match tok.bos_id() {
+        Some(bos) if tok.add_bos() && args.snapshot.is_none() && ids.first() != Some(&bos) => {
+            Ok(std::iter::once(bos).chain(ids).collect())
+        }
+        _ => Ok(ids),
+    }
 }
 
 /// Runs `memkern generate`.
