@@ -382,6 +382,27 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
     // its keys. Each row is independent and sequential inside, so neither
     // the thread count nor the grouping changes a bit.
     let width = (group * d).max(1);
+    // The tiled route reads keys column by column (ggml packs each tile
+    // transposed): transpose each KV head's keys once, `[d][total]`.
+    let keys_t: Vec<Vec<f32>> = if tiled {
+        (0..kv_heads)
+            .map(|h| {
+                let block = k
+                    .get(h * stride * d..(h * stride + total) * d)
+                    .unwrap_or(&[]);
+                let n = block.len() / d.max(1);
+                let mut t = vec![0f32; n * d];
+                for (j, row) in block.chunks_exact(d.max(1)).enumerate() {
+                    for (c, &x) in row.iter().enumerate() {
+                        t[c * n + j] = x;
+                    }
+                }
+                t
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     out.par_chunks_mut(width).enumerate().for_each(|(unit, o)| {
         let (i, kvh) = (unit / kv_heads.max(1), unit % kv_heads.max(1));
         let visible = (start + i + 1).min(total);
@@ -393,13 +414,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], sh: AttnShape) -> Vec<f32> {
         // Callers pass buffers of kv_heads·stride·d values; a short
         // one attends to nothing rather than panicking.
         if tiled {
-            let keys = k.get(at..at + visible * d).unwrap_or(&[]);
+            let keys_t = keys_t.get(kvh).map_or(&[][..], |t| &t[..]);
             let values = v.get(at..at + visible * d).unwrap_or(&[]);
             for (qr, or) in rows
                 .chunks_exact(d.max(1))
                 .zip(o.chunks_exact_mut(d.max(1)))
             {
-                attend_row_tiled(qr, keys, values, first, or, fa);
+                attend_row_tiled(qr, keys_t, values, first, or, fa);
             }
         } else {
             let keys = k.get(at + first * d..at + visible * d).unwrap_or(&[]);
@@ -424,80 +445,92 @@ struct Fa {
     scale: f32,
 }
 
-/// One query row of ggml's tiled flash attention
-/// (`ggml_compute_forward_flash_attn_ext_tiled`) over keys and values
-/// `0..visible` of one KV head, of which those before `first` are masked.
-///
-/// Per tile of [`FA_TILE_KV`] keys (aligned to key 0): scores `q·k` as one
-/// f32 FMA chain over the head (`simd_gemm`; the query stays f32), times
-/// `scale`; the tile's maximum moves the running maximum once (`expf` of
-/// the difference rescales the accumulator and the sum); `p = e^{s−M}` by
-/// ggml's vectorised `expf`, summed per 16 (AVX-512) or 8 (AVX2) lanes,
-/// each partial widened to f64 and the tile's sum added to `S` in f64;
-/// then `VKQ += p·v` as f32 FMA chains over the tile's keys. Finally
-/// `VKQ · (1/S)`.
-fn attend_row_tiled(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    first: usize,
-    out: &mut [f32],
-    fa: Fa,
-) {
-    let d = q.len();
-    if d == 0 {
-        return;
-    }
-    let n = keys.len().min(values.len()) / d;
-    let mut acc = vec![0f32; d];
-    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-    let mut p = [0f32; FA_TILE_KV];
-    let mut tile = 0;
-    while tile < n {
-        let end = (tile + FA_TILE_KV).min(n);
-        if end <= first {
-            tile = end;
-            continue;
+fast_fn! {
+    /// One query row of ggml's tiled flash attention
+    /// (`ggml_compute_forward_flash_attn_ext_tiled`) over keys and values
+    /// `0..visible` of one KV head, of which those before `first` are masked.
+    ///
+    /// Per tile of [`FA_TILE_KV`] keys (aligned to key 0): scores `q·k` as one
+    /// f32 FMA chain over the head (`simd_gemm`; the query stays f32), times
+    /// `scale`; the tile's maximum moves the running maximum once (`expf` of
+    /// the difference rescales the accumulator and the sum); `p = e^{s−M}` by
+    /// ggml's vectorised `expf`, summed per 16 (AVX-512) or 8 (AVX2) lanes,
+    /// each partial widened to f64 and the tile's sum added to `S` in f64;
+    /// then `VKQ += p·v` as f32 FMA chains over the tile's keys. Finally
+    /// `VKQ · (1/S)`.
+    fn attend_row_tiled(
+        q: &[f32],
+        keys_t: &[f32],
+        values: &[f32],
+        first: usize,
+        out: &mut [f32],
+        fa: Fa,
+    ) {
+        let d = q.len();
+        if d == 0 {
+            return;
         }
-        let mut tile_max = f32::NEG_INFINITY;
-        for (j, s) in p.iter_mut().enumerate() {
-            let key = tile + j;
-            *s = if key >= first && key < end {
-                let kr = &keys[key * d..(key + 1) * d];
-                let dot = kr.iter().zip(q).fold(0f32, |a, (&k, &x)| x.mul_add(k, a));
-                dot * fa.scale
-            } else {
-                f32::NEG_INFINITY
-            };
-            tile_max = tile_max.max(*s);
-        }
-        if tile_max == f32::NEG_INFINITY {
-            tile = end;
-            continue;
-        }
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            acc.iter_mut().for_each(|a| *a *= ms);
-            s_sum *= ms;
-        }
-        m = m_new;
-        s_sum = (f64::from(s_sum) + softmax_tile(&mut p, m, fa.isa)) as f32;
-        for (j, &pj) in p.iter().enumerate() {
-            let key = tile + j;
-            if key < first || key >= end {
+        // keys_t is [d][total] (total ≥ visible); values hold the visible rows.
+        let total = keys_t.len() / d;
+        let n = (values.len() / d).min(total);
+        let mut acc = vec![0f32; d];
+        let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+        let mut p = [0f32; FA_TILE_KV];
+        let mut tile = 0;
+        while tile < n {
+            let end = (tile + FA_TILE_KV).min(n);
+            if end <= first {
+                tile = end;
                 continue;
             }
-            let vr = &values[key * d..(key + 1) * d];
-            for (a, &x) in acc.iter_mut().zip(vr) {
-                *a = pj.mul_add(x, *a);
+            let len = end - tile;
+            // Scores: one FMA chain over the head per key, the keys of the
+            // tile side by side (each lane its own chain, as simd_gemm).
+            p.fill(0.0);
+            for (c, &qc) in q.iter().enumerate() {
+                let col = &keys_t[c * total + tile..c * total + end];
+                for (s, &kv) in p[..len].iter_mut().zip(col) {
+                    *s = qc.mul_add(kv, *s);
+                }
             }
+            let mut tile_max = f32::NEG_INFINITY;
+            for (j, s) in p.iter_mut().enumerate() {
+                let key = tile + j;
+                *s = if key >= first && key < end {
+                    *s * fa.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+                tile_max = tile_max.max(*s);
+            }
+            if tile_max == f32::NEG_INFINITY {
+                tile = end;
+                continue;
+            }
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                s_sum *= ms;
+            }
+            m = m_new;
+            s_sum = (f64::from(s_sum) + softmax_tile(&mut p, m, fa.isa)) as f32;
+            for (j, &pj) in p[..len].iter().enumerate() {
+                let key = tile + j;
+                if key < first {
+                    continue;
+                }
+                let vr = &values[key * d..(key + 1) * d];
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a = pj.mul_add(x, *a);
+                }
+            }
+            tile = end;
         }
-        tile = end;
-    }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        *o = a * inv;
+        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = a * inv;
+        }
     }
 }
 
@@ -506,6 +539,7 @@ fn attend_row_tiled(
 /// of 16 (AVX-512) or 8 (AVX2) lanes reduced to f32 (halves added until
 /// four lanes are left, then `(v0 + v2) + (v1 + v3)`), widened to f64 and
 /// added in order.
+#[inline(always)]
 fn softmax_tile(p: &mut [f32; FA_TILE_KV], max: f32, isa: GgmlIsa) -> f64 {
     let lanes = match isa {
         GgmlIsa::Avx2 => 8,
