@@ -91,6 +91,6 @@ pub mod tokenizer;
 pub use fingerprint::Fingerprint;
 pub use llama::{Backend, LlmError};
 pub use llm::Llm;
-pub use sampling::{Sampler, SamplingConfig};
+pub use sampling::{Sampler, SamplingConfig, SamplingDefaults};
 pub use session::{Generation, Session, SnapshotOptions, StopReason};
 pub use snapshot::{Snapshot, SnapshotError};

@@ -12,6 +12,7 @@ use crate::fingerprint::Fingerprint;
 use crate::gguf::GgufFile;
 use crate::llama::native::{GgmlIsa, Threads};
 use crate::llama::{Backend, Llama, LlamaConfig, LlmError, Numerics, load_llama};
+use crate::sampling::SamplingDefaults;
 use crate::tokenizer::Tokenizer;
 
 /// A Llama model ready to run: the model on a burn device, the tokenizer
@@ -29,6 +30,7 @@ pub struct Llm {
     device: Device,
     fingerprint: Fingerprint,
     load_time: Duration,
+    sampling: SamplingDefaults,
 }
 
 impl Llm {
@@ -65,7 +67,14 @@ impl Llm {
             device,
             fingerprint,
             load_time,
+            sampling: SamplingDefaults::from_gguf(gguf),
         })
+    }
+
+    /// The sampling settings the model's file recommends
+    /// (`general.sampling.*`).
+    pub fn sampling_defaults(&self) -> SamplingDefaults {
+        self.sampling
     }
 
     /// Switches the arithmetic of the forward pass (sessions created

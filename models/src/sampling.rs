@@ -35,6 +35,62 @@ pub struct SamplingConfig {
     pub seed: u64,
 }
 
+/// Sampling settings a model's file recommends (`general.sampling.*`,
+/// the keys llama.cpp reads), each `None` when the file says nothing.
+///
+/// Exists so a model's authors, not memkern, choose its temperature and
+/// repetition penalty; [`Self::apply`] lays them over a caller's config
+/// where the caller left the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplingDefaults {
+    /// `general.sampling.temp`.
+    pub temperature: Option<f32>,
+    /// `general.sampling.top_k`.
+    pub top_k: Option<usize>,
+    /// `general.sampling.top_p`.
+    pub top_p: Option<f32>,
+    /// `general.sampling.penalty_repeat`.
+    pub repetition_penalty: Option<f32>,
+    /// `general.sampling.penalty_last_n`.
+    pub repeat_last_n: Option<usize>,
+}
+
+impl SamplingDefaults {
+    /// Reads `general.sampling.*`; a key of the wrong type or an
+    /// out-of-range value is ignored (the file's advice is optional).
+    pub fn from_gguf(gguf: &crate::gguf::Gguf) -> Self {
+        let f = |k: &str| {
+            gguf.get(k)
+                .and_then(|_| gguf.get_f64(k).ok())
+                .map(|v| v as f32)
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
+        let n = |k: &str| {
+            gguf.get(k)
+                .and_then(|_| gguf.get_u32(k).ok())
+                .and_then(|v| usize::try_from(v).ok())
+        };
+        Self {
+            temperature: f("general.sampling.temp"),
+            top_k: n("general.sampling.top_k"),
+            top_p: f("general.sampling.top_p").filter(|p| *p <= 1.0),
+            repetition_penalty: f("general.sampling.penalty_repeat").filter(|p| *p > 0.0),
+            repeat_last_n: n("general.sampling.penalty_last_n"),
+        }
+    }
+
+    /// The repetition penalty and window to use when the caller set none:
+    /// the file's, else llama.cpp's defaults (penalty 1.0, i.e. off, over
+    /// the last 64 tokens; memkern's chat avoids loops with
+    /// [`SamplingConfig::no_repeat_ngram`] instead).
+    pub fn penalty(&self) -> (f32, usize) {
+        (
+            self.repetition_penalty.unwrap_or(1.0),
+            self.repeat_last_n.unwrap_or(64),
+        )
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         Self::greedy()

@@ -82,6 +82,29 @@ fn chat_template_from_metadata() {
     assert_eq!(tok.chat_format().source, TemplateSource::Builtin("chatml"));
 }
 
+/// `general.sampling.*` in the metadata gives the model's recommended
+/// sampling; nonsense values are ignored, absent ones fall back to
+/// llama.cpp's defaults.
+#[test]
+fn sampling_defaults_from_metadata() {
+    use memkern_models::SamplingDefaults;
+    let f = GgufFile::from_bytes(
+        small_model()
+            .kv("general.sampling.penalty_repeat", V::F32(1.1))
+            .kv("general.sampling.penalty_last_n", V::U32(32))
+            .kv("general.sampling.temp", V::F32(-1.0))
+            .build(),
+    )
+    .unwrap();
+    let d = SamplingDefaults::from_gguf(&f);
+    assert_eq!(d.repetition_penalty, Some(1.1));
+    assert_eq!(d.repeat_last_n, Some(32));
+    assert_eq!(d.temperature, None);
+    assert_eq!(d.penalty(), (1.1, 32));
+    let none = GgufFile::from_bytes(small_model().build()).unwrap();
+    assert_eq!(SamplingDefaults::from_gguf(&none).penalty(), (1.0, 64));
+}
+
 #[test]
 fn valid_file_reads_back() {
     let bytes = small_model().build();

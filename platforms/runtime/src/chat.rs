@@ -835,7 +835,11 @@ impl Assistant {
         let memory_prefix = session.len();
         session.prefill(&tail).map_err(llm_err)?;
         let mut sampling = SamplingConfig::greedy();
-        sampling.no_repeat_ngram = self.rt.config().chat.no_repeat_ngram;
+        let cfg = self.rt.config().chat;
+        let (penalty, last_n) = state.llm.sampling_defaults().penalty();
+        sampling.no_repeat_ngram = cfg.no_repeat_ngram;
+        sampling.repetition_penalty = cfg.repeat_penalty.unwrap_or(penalty);
+        sampling.repeat_last_n = cfg.repeat_last_n.unwrap_or(last_n);
         sampling.temperature = req.temperature;
         sampling.top_p = req.top_p;
         if let Some(seed) = req.seed {

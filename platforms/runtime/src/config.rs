@@ -59,19 +59,30 @@ pub struct ModulesConfig {
     pub index: Vec<String>,
 }
 
-/// How `chat` decodes answers (sampling itself is per request).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How `chat` decodes answers (temperature and top-p are per request).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChatConfig {
     /// An answer never repeats a run of this many tokens of itself, so a
     /// small model cannot loop on a line ("Counseling and education" nine
     /// times); copying from the memories stays free. 0 turns it off.
     pub no_repeat_ngram: usize,
+    /// Repetition penalty on recent tokens (`None`: the model file's
+    /// `general.sampling.penalty_repeat`, else 1.0 = off, llama.cpp's
+    /// default).
+    pub repeat_penalty: Option<f32>,
+    /// How many recent tokens the penalty looks at (`None`: the file's
+    /// `general.sampling.penalty_last_n`, else 64).
+    pub repeat_last_n: Option<usize>,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig { no_repeat_ngram: 4 }
+        ChatConfig {
+            no_repeat_ngram: 4,
+            repeat_penalty: None,
+            repeat_last_n: None,
+        }
     }
 }
 

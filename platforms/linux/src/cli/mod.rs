@@ -318,8 +318,8 @@ pub struct GenerateArgs {
     /// unless --chat is given).
     #[arg(long, value_name = "TEXT")]
     pub prompt: String,
-    /// Wrap the prompt as a ChatML user turn followed by the assistant's
-    /// turn header.
+    /// Wrap the prompt as a user turn followed by the assistant's turn
+    /// header, in the model's chat template (ChatML, Gemma, …).
     #[arg(long)]
     pub chat: bool,
     /// With --chat: a system message before the user turn.
@@ -340,9 +340,10 @@ pub struct GenerateArgs {
     /// Nucleus sampling threshold (1 = off).
     #[arg(long, value_name = "P", default_value_t = 0.95)]
     pub top_p: f32,
-    /// Repetition penalty over the last 64 tokens (1 = off).
-    #[arg(long, value_name = "X", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Repetition penalty over recent tokens (1 = off; default: the model
+    /// file's general.sampling.penalty_repeat, else 1).
+    #[arg(long, value_name = "X")]
+    pub repeat_penalty: Option<f32>,
     /// Never repeat a run of N generated tokens (0 = off, as llama.cpp;
     /// `chat` uses [chat] no_repeat_ngram).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -381,8 +382,8 @@ pub struct SnapshotSaveArgs {
     /// Where to write the snapshot.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Wrap the prefix as a ChatML system turn (to pair with
-    /// `generate --chat`).
+    /// Wrap the prefix as a system turn in the model's chat template (to
+    /// pair with `generate --chat`).
     #[arg(long)]
     pub chat: bool,
     /// Element type of the stored cache: f32 (exact), f16 or q8.

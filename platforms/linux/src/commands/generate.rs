@@ -12,12 +12,16 @@ use serde_json::json;
 use super::llm::load_llm;
 use crate::cli::GenerateArgs;
 
-/// The sampling parameters the flags describe.
-fn sampling(args: &GenerateArgs) -> Result<Sampler> {
+/// The sampling parameters the flags describe; the repetition penalty
+/// the flags leave open comes from the model file (`general.sampling.*`).
+fn sampling(args: &GenerateArgs, llm: &Llm) -> Result<Sampler> {
     let greedy = args.greedy || args.temperature.is_none_or(|t| t == 0.0);
+    let (penalty, last_n) = llm.sampling_defaults().penalty();
+    let repetition_penalty = args.repeat_penalty.unwrap_or(penalty);
     let config = if greedy {
         SamplingConfig {
-            repetition_penalty: args.repeat_penalty,
+            repetition_penalty,
+            repeat_last_n: last_n,
             no_repeat_ngram: args.no_repeat_ngram,
             ..SamplingConfig::greedy()
         }
@@ -26,8 +30,8 @@ fn sampling(args: &GenerateArgs) -> Result<Sampler> {
             temperature: args.temperature.unwrap_or(0.0),
             top_k: args.top_k,
             top_p: args.top_p,
-            repetition_penalty: args.repeat_penalty,
-            repeat_last_n: 64,
+            repetition_penalty,
+            repeat_last_n: last_n,
             no_repeat_ngram: args.no_repeat_ngram,
             seed: args.seed,
         }
@@ -65,8 +69,8 @@ fn prompt_ids(llm: &Llm, args: &GenerateArgs) -> Result<Vec<u32>> {
 
 /// Runs `memkern generate`.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
-    let mut sampler = Some(sampling(args)?);
     let llm = load_llm(args.model.model.as_deref(), &args.model.backend)?;
+    let mut sampler = Some(sampling(args, &llm)?);
     let ids = prompt_ids(&llm, args)?;
     let mut session = llm.session();
 
