@@ -94,21 +94,21 @@ impl Rope {
     pub fn apply(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
         let [heads, seq, dim] = x.dims();
         let half = dim / 2;
-        if self.neox {
-            let x0 = x.clone().slice([0..heads, 0..seq, 0..half]);
-            let x1 = x.slice([0..heads, 0..seq, half..dim]);
-            let cos = self
-                .cos
-                .clone()
+        let table = |t: &Tensor<2>| {
+            t.clone()
                 .slice([start..start + seq, 0..half])
-                .unsqueeze::<3>();
-            let sin = self
-                .sin
-                .clone()
-                .slice([start..start + seq, 0..half])
-                .unsqueeze::<3>();
+                .unsqueeze::<3>()
+        };
+        let (cos, sin) = (table(&self.cos), table(&self.sin));
+        let rotate = |x0: Tensor<3>, x1: Tensor<3>| {
             let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-            let r1 = x0 * sin + x1 * cos;
+            (r0, x0 * sin.clone() + x1 * cos.clone())
+        };
+        if self.neox {
+            let (r0, r1) = rotate(
+                x.clone().slice([0..heads, 0..seq, 0..half]),
+                x.slice([0..heads, 0..seq, half..dim]),
+            );
             return Tensor::cat(vec![r0, r1], 2);
         }
         let pairs = x.reshape([heads, seq, half, 2]);
@@ -119,18 +119,7 @@ impl Rope {
         let x1 = pairs
             .slice([0..heads, 0..seq, 0..half, 1..2])
             .reshape([heads, seq, half]);
-        let cos = self
-            .cos
-            .clone()
-            .slice([start..start + seq, 0..half])
-            .unsqueeze::<3>();
-        let sin = self
-            .sin
-            .clone()
-            .slice([start..start + seq, 0..half])
-            .unsqueeze::<3>();
-        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let r1 = x0 * sin + x1 * cos;
+        let (r0, r1) = rotate(x0, x1);
         Tensor::stack::<4>(vec![r0, r1], 3).reshape([heads, seq, dim])
     }
 }

@@ -221,7 +221,14 @@ fn models_quantize_writes_llama_quantizes_bytes_and_the_result_runs() {
     assert_eq!(answer["text"], " Paris.", "{answer}");
 
     // … and refuses activation memory saved by the other model.
-    let snap = dir.join("q4_1.mkv");
+    refuses_a_smollm2_snapshot(o, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Saves a KV snapshot with the default model (SmolLM2 Q4_1) in `dir` and
+/// checks that `generate --model model` refuses it in one line.
+fn refuses_a_smollm2_snapshot(model: &str, dir: &std::path::Path) {
+    let snap = dir.join("smollm2.mkv");
     let s = snap.to_str().expect("utf-8 path");
     ok_stdout(&[
         "snapshot",
@@ -231,12 +238,19 @@ fn models_quantize_writes_llama_quantizes_bytes_and_the_result_runs() {
         "--out",
         s,
     ]);
-    let wrong = memkern(&["generate", "--model", o, "--snapshot", s, "--prompt", "hi"]);
+    let wrong = memkern(&[
+        "generate",
+        "--model",
+        model,
+        "--snapshot",
+        s,
+        "--prompt",
+        "hi",
+    ]);
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert_eq!(wrong.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("model"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -282,29 +296,7 @@ fn models_pull_list_and_rm_manage_the_cache() {
     assert_eq!(answer["text"], " the capital of the", "{answer}");
     // Activation memory saved by SmolLM2 is refused by Gemma: one line.
     let dir = temp_dir("gemma-snapshot");
-    let snap = dir.join("smollm2.mkv");
-    let s = snap.to_str().expect("utf-8 path");
-    ok_stdout(&[
-        "snapshot",
-        "save",
-        "--prefix",
-        "Known facts: none.",
-        "--out",
-        s,
-    ]);
-    let refused = memkern(&[
-        "generate",
-        "--model",
-        "gemma3-270m-q4-k-m",
-        "--snapshot",
-        s,
-        "--prompt",
-        "hi",
-    ]);
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("model"), "{err}");
+    refuses_a_smollm2_snapshot("gemma3-270m-q4-k-m", &dir);
     let _ = std::fs::remove_dir_all(&dir);
     // `[model] llm` in the vault's memkern.toml names the model `chat`
     // loads when no --model is given: Gemma answers through its own chat
