@@ -48,15 +48,6 @@ pub fn turn_open(f: &ChatFormat, role: Role) -> &str {
     }
 }
 
-/// A whole history turn: its opening, the literal `text`, the turn's end.
-pub fn turn(tok: &Tokenizer, role: Role, text: &str) -> Result<Vec<u32>, TokenizerError> {
-    let f = tok.chat_format();
-    let mut ids = tok.encode(turn_open(f, role))?;
-    ids.extend(tok.encode_literal(text)?);
-    ids.extend(tok.encode(f.user_close())?);
-    Ok(ids)
-}
-
 /// The end of the last user message and the opened assistant turn.
 pub fn generation_prompt(tok: &Tokenizer) -> Result<Vec<u32>, TokenizerError> {
     tok.encode(&tok.chat_format().generation_prompt)

@@ -367,10 +367,6 @@ fn conversation_tail(
     budget: usize,
 ) -> std::result::Result<Vec<u32>, TokenizerError> {
     let f = tok.chat_format();
-    let role = |r: Role| match r {
-        Role::User => ChatRole::User,
-        Role::Assistant => ChatRole::Assistant,
-    };
     // The caller's instructions close memkern's own system text, after
     // the memory lines: a second system turn between the memories and the
     // question makes a small model lose the memories (measured: "Where
@@ -387,6 +383,7 @@ fn conversation_tail(
     last.extend(prompt::generation_prompt(tok)?);
     let close = tok.encode(f.user_close())?;
     let open_user = tok.encode(prompt::turn_open(f, ChatRole::User))?;
+    let open_assistant = tok.encode(prompt::turn_open(f, ChatRole::Assistant))?;
     let mut room = budget.saturating_sub(tail.len() + open_user.len() + last.len());
     let mut kept: Vec<(&Turn, Vec<u32>)> = Vec::new();
     for t in req.history.iter().rev() {
@@ -407,14 +404,17 @@ fn conversation_tail(
     let mut any = false;
     for (i, (t, text)) in kept.into_iter().skip(lead).enumerate() {
         if i > 0 {
-            tail.extend(tok.encode(prompt::turn_open(f, role(t.role)))?);
+            tail.extend(match t.role {
+                Role::User => &open_user,
+                Role::Assistant => &open_assistant,
+            });
         }
         tail.extend(text);
         tail.extend(close.iter().copied());
         any = true;
     }
     if any {
-        tail.extend(open_user);
+        tail.extend(&open_user);
     }
     tail.extend(last);
     Ok(tail)
